@@ -1,0 +1,1 @@
+def load_movielens(*a, **k): raise NotImplementedError
