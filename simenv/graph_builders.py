@@ -88,8 +88,7 @@ def homophily_sbm(
 
     outside = (mean_degree - (sizes - 1) * p_in)[block]  # (U,) w_u
     num_outside = int(rng.poisson(outside.sum() / 2.0))
-    src_out = _sample_endpoints(outside, num_outside, rng)
-    dst_out = _sample_endpoints(outside, num_outside, rng)
+    src_out, dst_out = _weighted_pairs(outside, num_outside, rng)
     return SocialGraph.from_edges(num_users, np.concatenate([src_in, src_out]), np.concatenate([dst_in, dst_out]))
 
 
@@ -366,13 +365,21 @@ def _pair_from_index(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t - j * (j - 1) // 2, j
 
 
-def _sample_endpoints(weights: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """(size,) int64 users drawn independently with probability proportional to ``weights``."""
-    if np.ptp(weights) <= 1e-12 * weights.max(initial=1.0):  # uniform: skip the search
-        return rng.integers(0, len(weights), size=size)
-    cumulative = np.cumsum(weights)
-    drawn = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
-    return np.minimum(drawn, len(weights) - 1)
+def _weighted_pairs(weights: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` pairs of users, every endpoint drawn independently with probability ``weights / sum(weights)``.
+
+    Drawn as multinomial endpoint counts in random order, which is the same distribution as
+    independent draws and several times faster than a binary search per endpoint at 1M users.
+
+    Returns: (a, b), each (size,) int64.
+    """
+    if np.ptp(weights) <= 1e-12 * weights.max(initial=1.0):  # uniform
+        ends = rng.integers(0, len(weights), size=2 * size)
+    else:
+        counts = rng.multinomial(2 * size, weights / weights.sum())
+        ends = np.repeat(np.arange(len(weights), dtype=np.int64), counts)
+        rng.shuffle(ends)
+    return ends[:size], ends[size:]
 
 
 def _distinct_weighted_edges(weights: np.ndarray, num_edges: int,
@@ -388,7 +395,7 @@ def _distinct_weighted_edges(weights: np.ndarray, num_edges: int,
         deficit = num_edges - len(have)
         if deficit <= 0:
             break
-        a, b = _sample_endpoints(weights, deficit, rng), _sample_endpoints(weights, deficit, rng)
+        a, b = _weighted_pairs(weights, deficit, rng)
         keep = a != b
         new = np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep]
         have = _sorted_unique(np.concatenate([have, new]))  # at most num_edges: `deficit` new pairs at most

@@ -1,0 +1,50 @@
+"""Logged data from a run: the clicks a policy collected, as ``Interactions`` to fit offline policies on."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from policies.base import Policy
+from simenv.datasets.base import Interactions
+
+
+def collect_interactions(env: Any, policy: Policy, steps: int, seed: int = 0) -> Interactions:
+    """Run ``policy`` in the vector env for ``steps`` world steps and log every click.
+
+    The env is reset with ``reset(seed=seed)`` and the policy set up on it (and updated as it goes,
+    so a learning policy logs what it learns). Each click of an active row becomes one event
+    (user, item, rating, timestamp) with user = ``info["user_id"]`` (the world's user index),
+    item = ``info["item"]``, rating = ``info["rating"]`` and timestamp = the step index 0..steps-1
+    (world ticks, not seconds). Rows that were autoresetting (``info["_clicked"]`` False) log nothing.
+
+    Returns:
+        Interactions with n = number of clicks, in step order.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps={steps!r}: must be a positive integer (world steps to run).")
+    base = env.unwrapped if hasattr(env, "unwrapped") else env
+    if not hasattr(base, "num_envs"):
+        raise TypeError(
+            "collect_interactions needs the vector env: gym.make_vec('RecSim-LLM-v0', num_envs=N, "
+            "vectorization_mode='vector_entry_point')."
+        )
+    obs, _ = env.reset(seed=seed)
+    policy.setup(env)
+    users, items, ratings, times = [], [], [], []
+    for t in range(int(steps)):
+        actions = policy.act(obs)
+        next_obs, reward, _, _, info = env.step(actions)
+        policy.update(obs, actions, reward, info)
+        hit = info["clicked"] & info["_clicked"]
+        users.append(info["user_id"][hit])
+        items.append(info["item"][hit])
+        ratings.append(info["rating"][hit])
+        times.append(np.full(int(hit.sum()), t, np.int64))
+        obs = next_obs
+    return Interactions(
+        user=np.concatenate(users).astype(np.int32),
+        item=np.concatenate(items).astype(np.int32),
+        rating=np.concatenate(ratings).astype(np.float32),
+        timestamp=np.concatenate(times),
+    )

@@ -1,0 +1,22 @@
+import numpy as np
+import pytest
+
+from simenv.config import WorldConfig
+from simenv.world import build_world
+
+SMALL = dict(num_users=60, num_items=120)
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A 60-user, 120-item synthetic world with real MiniLM embeddings (cached on disk)."""
+    return build_world(WorldConfig(**SMALL))
+
+
+@pytest.fixture
+def world(small_world):
+    return small_world.copy()
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
