@@ -1,9 +1,11 @@
-"""Logged data from a run: the clicks a policy collected, as ``Interactions`` to fit offline policies on."""
+"""Logged data: the clicks a policy collected in a run, as ``Interactions``, and the arrays offline
+policies are fitted from (user-item count matrix, item counts)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from policies.base import Policy
 from simenv.datasets.base import Interactions
@@ -48,3 +50,32 @@ def collect_interactions(env: Any, policy: Policy, steps: int, seed: int = 0) ->
         rating=np.concatenate(ratings).astype(np.float32),
         timestamp=np.concatenate(times),
     )
+
+
+def interaction_matrix(interactions: Interactions, num_users: int, num_items: int) -> sp.csr_matrix:
+    """(num_users, num_items) float64 CSR of counts: R[u, i] = number of events (u, i) in the log.
+
+    Raises ValueError, naming the field, if a user or item index falls outside its range.
+    """
+    for field, size, name in (("user", num_users, "num_users"), ("item", num_items, "num_items")):
+        idx = getattr(interactions, field)
+        if len(idx) and (idx.min() < 0 or idx.max() >= size):
+            raise ValueError(
+                f"Interactions.{field} spans {int(idx.min())}..{int(idx.max())}, outside 0..{size - 1} "
+                f"({name}={size}); pass the {name} of the world the log came from."
+            )
+    ones = np.ones(len(interactions), np.float64)
+    r = sp.csr_matrix((ones, (interactions.user, interactions.item)), shape=(num_users, num_items))
+    r.sum_duplicates()
+    return r
+
+
+def item_counts(interactions: Interactions, num_items: int) -> np.ndarray:
+    """(num_items,) float64: events per item, the popularity offline policies fall back on."""
+    item = interactions.item
+    if len(item) and (item.min() < 0 or item.max() >= num_items):
+        raise ValueError(
+            f"Interactions.item spans {int(item.min())}..{int(item.max())}, outside 0..{num_items - 1} "
+            f"(num_items={num_items}); pass the num_items of the world the log came from."
+        )
+    return np.bincount(item, minlength=num_items).astype(np.float64)

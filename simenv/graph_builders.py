@@ -59,7 +59,8 @@ def homophily_sbm(
     (``p_out = (1 - h) d / U``) and a share ``h + (1 - h) n_b / U`` of a user's edges lies in their
     block. A block too small to hold ``h d`` friends per member becomes a clique, and its members
     take the missing friendships from the uniform pool instead, so the mean degree stays ``d``.
-    Outside edges landing on an inside edge are merged, which loses ``O(d / U)`` of the degree.
+    Outside edges landing on an inside edge or on each other are merged, which loses a share of
+    about ``p_in(b) n_b / U + d / U`` of the outside edges (negligible unless blocks are cliques).
 
     Args:
         persona: the users' persona; ``persona.num_users`` is ``U``.
@@ -158,8 +159,8 @@ def knn_taste_graph(interests: np.ndarray, k: int) -> SocialGraph:
     """Friends from data: each user befriends the ``k`` users whose mean interest is most similar.
 
     Similarity is the cosine between users' mean interest vectors ``m_u = mean_j interests[u, j]``
-    (a zero vector is similar to nobody). Friendship is symmetrised, so degrees lie in
-    ``[k, ...]`` and the mean degree in ``[k, 2k]`` (``2k`` when no choice is mutual). Cost is
+    (a zero vector is similar to nobody). Friendship is symmetrised, so every degree is at
+    least ``k`` and the mean degree lies in ``[k, 2k]`` (``2k`` when no choice is mutual). Cost is
     O(U^2 d) time, computed in row chunks so memory stays O(U k + 2^24): 10,000 users take about
     two seconds; beyond ~100,000 users use ``homophily_sbm``.
 
@@ -183,6 +184,9 @@ def from_edgelist(path: str | os.PathLike, num_users: int) -> SocialGraph:
     directions read the same as files listing one). Self-loops are dropped.
     """
     path = os.fspath(path)
+    if not (isinstance(num_users, (int, np.integer)) and num_users > 0):
+        raise ValueError(f"from_edgelist: num_users={num_users!r} must be a positive integer "
+                         "(the users are 0..num_users-1).")
     table = _read_edge_table(path)
     if table.shape[1] not in (2, 3):
         _raise_at_row(path, 0, f"has {table.shape[1]} fields; expected 'u v' or 'u v weight'")
@@ -307,8 +311,8 @@ def _sample_within_blocks(block: np.ndarray, sizes: np.ndarray, prob: np.ndarray
 
     dense_blocks = np.flatnonzero(dense)
     blk_dense = np.repeat(dense_blocks, pairs[dense_blocks])
-    t_dense = np.arange(len(blk_dense), dtype=np.int64) - np.repeat(np.cumsum(pairs[dense_blocks]) - pairs[dense_blocks],
-                                                                    pairs[dense_blocks])
+    dense_pairs = pairs[dense_blocks]
+    t_dense = np.arange(len(blk_dense), dtype=np.int64) - np.repeat(np.cumsum(dense_pairs) - dense_pairs, dense_pairs)
     coin = rng.random(len(blk_dense)) < prob[blk_dense]
     blk_dense, t_dense = blk_dense[coin], t_dense[coin]
 

@@ -98,12 +98,12 @@ def test_an_unwritable_cache_warns_and_still_returns_embeddings(tmp_path):
 def test_the_random_model_is_a_pure_function_of_each_text(tmp_path):
     a = embed_texts(["alpha", "beta", "alpha"], dim=32, model="random", cache_dir=tmp_path / "1")
     b = embed_texts(["beta"], dim=32, model="random", cache_dir=tmp_path / "2")
-    np.testing.assert_array_equal(a[0], a[2])
-    np.testing.assert_array_equal(a[1], b[0])
+    np.testing.assert_allclose(a[0], a[2], atol=1e-6)
+    np.testing.assert_allclose(a[1], b[0], atol=1e-6)
     assert abs(_cos(a[0], a[1])) < 0.6  # unrelated texts: no semantics, near-orthogonal
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(dim=st.integers(1, NATIVE_DIM), seed=st.integers(0, 2**32 - 1),
        texts=st.lists(st.text(max_size=20), min_size=1, max_size=6))
 def test_every_row_is_unit_norm_for_any_dim_seed_and_text(tmp_path_factory, dim, seed, texts):
@@ -119,6 +119,7 @@ def test_the_projection_is_orthonormal_and_a_function_of_dim_and_seed_only():
     np.testing.assert_allclose(q.T @ q, np.eye(64), atol=1e-5)
     np.testing.assert_array_equal(q, projection_matrix(64, seed=3))
     assert not np.allclose(q, projection_matrix(64, seed=4))
+    assert not q.flags.writeable, "the memoised matrix cannot be corrupted by a caller"
 
 
 def test_full_width_means_no_projection():

@@ -219,8 +219,7 @@ def _children(seed: int | np.random.SeedSequence, n: int) -> list[np.random.Seed
 def _catalog(num_items: int, dim: int, rng: np.random.Generator, model: str,
              cache_dir: str | Path | None) -> Catalog:
     genres, primary = _item_genres(num_items, rng)  # (I, G) bool, (I,) int
-    years = np.minimum(2024, 1920 + rng.integers(0, 105, num_items)
-                       ).astype(np.int64)  # only disambiguates repeated titles
+    years = rng.integers(1920, 2025, num_items)  # only disambiguates repeated titles
     titles = _titles(primary, years, rng)
     quality = rng.beta(4.0, 2.0, num_items)  # mean 0.67, few items below 0.3
     # Heavy-tailed popularity, weakly tied to quality as in real catalogs.
@@ -271,7 +270,7 @@ def _item_genres(num_items: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 
 
 def _titles(primary: np.ndarray, years: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(I,) object array of unique titles, e.g. "The Midnight Heist", "Starfall of Mars (1987)".
+    """(I,) object array of unique titles, e.g. "The Midnight Heist", "The Starfall of Mars (1987)".
 
     Titles come from the primary genre's vocabulary; a repeated title gets the item's year,
     then a sequel numeral, until unique.
@@ -322,9 +321,8 @@ def _personas(num_users: int, rng: np.random.Generator) -> Persona:
     """Ages 18-70 skewed young (mean ~36), gender by _GENDER_SHARE, age-dependent occupation."""
     age = (18 + np.floor(53 * rng.beta(1.6, 3.0, num_users))).astype(np.int16)
     gender = _sample_categorical(np.asarray(_GENDER_SHARE), rng.random(num_users)).astype(np.int8)
+    band = Persona(age, gender, np.zeros(num_users, np.int16), GENDERS, MOVIELENS_OCCUPATIONS).age_band  # (U,)
     occupation = np.zeros(num_users, np.int16)
-    draft = Persona(age, gender, occupation, GENDERS, MOVIELENS_OCCUPATIONS)
-    band = draft.age_band  # (U,)
     base = np.array([_OCCUPATION_COUNT[o] for o in MOVIELENS_OCCUPATIONS], np.float64)
     u = rng.random(num_users)
     for b in range(len(AGE_BANDS)):
@@ -332,16 +330,16 @@ def _personas(num_users: int, rng: np.random.Generator) -> Persona:
                              for o in MOVIELENS_OCCUPATIONS])
         in_band = band == b
         occupation[in_band] = _sample_categorical(p, u[in_band])
-    return draft  # occupation was filled in place; the draft's arrays are the final ones
+    return Persona(age, gender, occupation, GENDERS, MOVIELENS_OCCUPATIONS)
 
 
-def _taste_logits(persona: Persona) -> tuple[np.ndarray, np.ndarray]:
+def _taste_tilts() -> tuple[np.ndarray, np.ndarray]:
     """(A, G) and (S, G) float32 log-odds tilts of genre taste per age band and per gender."""
     age = np.zeros((len(AGE_BANDS), len(GENRES)), np.float32)
     for b, tilt in enumerate(_AGE_TILT):
         for name, v in tilt.items():
             age[b, GENRES.index(name)] = v
-    gender = np.zeros((len(persona.gender_names), len(GENRES)), np.float32)
+    gender = np.zeros((len(GENDERS), len(GENRES)), np.float32)
     for s, tilt in enumerate(_GENDER_TILT):
         for name, v in tilt.items():
             gender[s, GENRES.index(name)] = v
@@ -367,11 +365,13 @@ def _interests(
     d = catalog.dim
     centroids = genre_centroids(catalog)  # (G, d)
     present = catalog.genres.any(axis=0)  # (G,)
-    age_tilt, gender_tilt = _taste_logits(persona)
+    age_tilt, gender_tilt = _taste_tilts()
     logits = (_genre_log_share().astype(np.float32)[None, :] + age_tilt[persona.age_band]
               + gender_tilt[persona.gender])  # (U, G)
     logits[:, ~present] = -np.inf
-    keys = logits - np.log(-np.log(taste_rng.random(logits.shape, dtype=np.float32)))  # + Gumbel
+    uniform = np.maximum(taste_rng.random(logits.shape, dtype=np.float32), np.float32(2.0**-25))  # no log(0)
+    keys = logits - np.log(-np.log(uniform))  # + standard Gumbel noise
+    del uniform
     num_present = int(present.sum())
     if k < num_present:
         top = np.argpartition(-keys, k - 1, axis=1)[:, :k]  # (U, K), unordered

@@ -1,0 +1,507 @@
+"""Throughput of the ``RecSim-LLM-v0`` vector env in user-steps per second, against a per-user Python loop.
+
+What is measured: ``env.step(actions)`` of the native vector env with a fixed valid action (slate
+positions 0..k-1 for every user), so no policy time is counted. With ``num_envs == num_users`` every
+user of the world is served every step; a user-step is one user shown one slate. Sizes 1k, 100k and 1M
+users, each with social influence on (default dynamics, ``social_graph="sbm"``) and off
+(``social_graph="none"``, ``dynamics={"social": False, "spillover": False}``), with and without
+candidate features in the observation.
+
+The baseline is the same dynamics written the RecSim way: one Python object per user, stepped one user
+at a time with per-user numpy ops (``LoopUser`` below), measured in the same run on 1k users.
+
+Every configuration runs in a fresh subprocess (``--one JSON``), so its peak resident memory
+(``ru_maxrss``) is its own, and world building and kernel loading are timed apart from the steps:
+build the env, reset, warm up (at least one social refresh), then time whole refresh periods until both
+``min_steps`` and ``min_seconds`` are reached.
+
+Usage:
+    python experiments/bench_env.py            # full run, several minutes
+    python experiments/bench_env.py --quick    # 1k and 10k users only, well under a minute
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Args:
+    quick: bool = field(default=False, metadata={"help": "smoke run: 1k and 10k users, random embeddings, short timings"})
+    profile: bool = field(default=True, metadata={"help": "also time each stage of env.step at the middle size, social on"})
+    num_items: int = field(default=10_000, metadata={"help": "catalog size"})
+    num_candidates: int = field(default=20, metadata={"help": "C items retrieved per user and step"})
+    slate_size: int = field(default=10, metadata={"help": "k positions the (fixed) policy fills"})
+    num_interests: int = field(default=4, metadata={"help": "K interest vectors per user"})
+    embedding_dim: int = field(default=64, metadata={"help": "d"})
+    embedding_model: str = field(default="minilm", metadata={"help": "item embeddings below 1M users: minilm or random"})
+    embedding_model_1m: str = field(default="minilm", metadata={"help": "item embeddings at 1M users (random skips MiniLM)"})
+    mean_degree: float = field(default=10.0, metadata={"help": "mean friends per user with social on, below 1M users"})
+    mean_degree_1m: float = field(default=20.0, metadata={"help": "mean friends per user at 1M users (~10M undirected edges)"})
+    warmup_steps: int = field(default=5, metadata={"help": "untimed steps first (loads kernels, one social refresh)"})
+    min_steps: int = field(default=20, metadata={"help": "timed steps at least (rounded up to whole refresh periods)"})
+    min_seconds: float = field(default=3.0, metadata={"help": "timed seconds at least per configuration"})
+    loop_users: int = field(default=1_000, metadata={"help": "users of the per-user Python loop baseline"})
+    seed: int = field(default=0, metadata={"help": "reset seed of the dynamics"})
+    one: str = field(default="", metadata={"help": "internal: run one configuration (JSON) and print its result as JSON"})
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
+    return Args(**vars(parser.parse_args()))
+
+
+TARGET_UPS = 2_000_000  # user-steps/s at 100k users, social on
+TARGET_RSS_GB = 8.0  # at 1M users with ~10M undirected edges
+
+
+def env_kwargs(cfg: dict) -> dict:
+    """Keyword arguments of ``gym.make_vec("RecSim-LLM-v0", ...)`` for one benchmark configuration."""
+    kw = dict(num_users=cfg["users"], num_items=cfg["num_items"], num_candidates=cfg["num_candidates"],
+              slate_size=cfg["slate_size"], num_interests=cfg["num_interests"], embedding_dim=cfg["embedding_dim"],
+              embedding_model=cfg["embedding_model"], candidate_features=cfg["candidate_features"])
+    if cfg["social"]:
+        kw.update(social_graph="sbm", mean_degree=cfg["mean_degree"])
+    else:
+        kw.update(social_graph="none", dynamics={"social": False, "spillover": False})
+    return kw
+
+
+# ---------------------------------------------------------------------------------------------------
+# The baseline: the same dynamics as a per-user Python loop (the RecSim pattern)
+# ---------------------------------------------------------------------------------------------------
+class LoopUser:
+    """One user as its own object with numpy state, stepped on its own (formulas as in ``simenv.dynamics``
+    and ``agents.choice``; randomness from a per-user ``numpy.random.Generator``)."""
+
+    def __init__(self, uid, interests, weights, features, neighbors, neighbor_weights, memory_size, spill_size, rng):
+        self.uid = uid
+        self.interests = interests.copy()  # (K, d) unit rows
+        self.anchor = interests.copy()  # (K, d)
+        self.weights = weights.copy()  # (K,)
+        self.satiation = np.zeros(len(weights), np.float32)  # (K,)
+        self.boredom = 0.0
+        self.budget = 0.0
+        self.memory_items = np.full(memory_size, -1, np.int32)  # (M,) ring buffer
+        self.memory_pos = 0
+        self.memory_ratings = np.zeros(memory_size, np.float32)
+        self.features = features  # (F,)
+        self.neighbors = neighbors  # (deg,) user ids
+        self.neighbor_weights = neighbor_weights  # (deg,) row-normalised
+        self.spill = np.full(spill_size, -1, np.int32)  # (S,)
+        self.rng = rng
+        self.t = 0  # steps in the current session
+        self.needs_reset = False
+        self.candidates = np.zeros(0, np.int64)
+
+    def start_session(self, dyn) -> None:
+        self.budget = self.rng.uniform(dyn.budget_min, dyn.budget_max)
+        self.satiation *= dyn.return_recovery
+        self.boredom = 0.0
+        self.t = 0
+
+    def retrieve(self, num_items: int, num_candidates: int) -> None:
+        self.candidates = self.rng.choice(num_items, num_candidates, replace=False)
+
+    def choose(self, slate, cat, ch) -> tuple[int, float]:
+        """Multinomial logit over the slate plus a no-click option (``agents.choice``)."""
+        k = len(slate)
+        e = cat.embeddings[slate]  # (k, d)
+        log_w = np.log(np.maximum(self.weights * len(self.weights), 1e-6))
+        aff = (e @ self.interests.T + ch.interest_weight * log_w - ch.satiation_penalty * self.satiation).max(axis=1)
+        v = (aff / ch.temperature + ch.quality_weight * (cat.quality[slate] - 0.5)
+             - ch.position_decay * np.log1p(np.arange(k)) + ch.spillover_bonus * np.isin(slate, self.spill))
+        logits = np.clip(np.concatenate(([ch.no_click + ch.boredom_weight * self.boredom], v)), -30.0, 30.0)
+        p = np.exp(logits - logits.max())
+        c = int(self.rng.choice(k + 1, p=p / p.sum())) - 1
+        if c < 0:
+            return -1, 0.0
+        z = (aff[c] - ch.rating_center) / ch.rating_scale + ch.rating_quality * (cat.quality[slate[c]] - 0.5)
+        eps = (self.rng.random() + self.rng.random() - 1.0) * 2.449489742783178  # unit variance
+        r = 1.0 + 4.0 / (1.0 + np.exp(-z)) + ch.rating_noise * eps
+        return c, float(min(max(round(r), 1.0), 5.0))
+
+    def update(self, slate, c: int, rating: float, emb, dyn) -> bool:
+        """Satiation, boredom, drift, weights, memory and patience (``simenv.dynamics.apply_responses``);
+        returns whether the user left."""
+        self.satiation *= dyn.satiation_recovery
+        rep = np.isin(slate, self.memory_items).sum()
+        self.boredom = dyn.boredom_decay * self.boredom + (1 - dyn.boredom_decay) * rep / len(slate)
+        g = 0.0
+        if c >= 0:
+            item = slate[c]
+            e = emb[item]
+            g = (rating - 3.0) * 0.5
+            best = int(np.argmax(self.interests @ e))
+            if g != 0:
+                eta = dyn.drift_rate * g if g > 0 else dyn.dislike_rate * g
+                x = self.interests[best] + eta * (e - self.interests[best])
+                self.interests[best] = x / np.linalg.norm(x)
+                if g > 0:
+                    self.weights[best] += dyn.weight_rate * g
+                    self.weights = np.maximum(self.weights, dyn.min_weight)
+                    self.weights /= self.weights.sum()
+            self.satiation[best] = min(1.0, self.satiation[best] + dyn.satiation_gain)
+            slot = self.memory_pos % len(self.memory_items)
+            self.memory_items[slot] = item
+            self.memory_ratings[slot] = rating
+            self.memory_pos += 1
+        self.budget += -1.0 - dyn.boredom_cost * self.boredom + dyn.satisfaction_gain * g
+        return self.budget <= 0
+
+    def taste(self) -> np.ndarray:
+        t = self.weights @ self.interests  # (d,)
+        return t / max(np.linalg.norm(t), 1e-12)
+
+    def socialize(self, tastes, gamma: float, theta: float) -> None:
+        """Friedkin-Johnsen step toward the weighted mean taste of this user's neighbors."""
+        g = gamma if len(self.neighbors) else 0.0
+        pull = self.neighbor_weights @ tastes[self.neighbors] if len(self.neighbors) else 0.0  # (d,)
+        x = (1.0 - g - theta) * self.interests + g * pull + theta * self.anchor  # (K, d)
+        self.interests = x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def observe(self, cat, pop_feature, horizon: int) -> dict:
+        m = len(self.memory_items)
+        hist = self.memory_items[(self.memory_pos - 1 - np.arange(m)) % m]
+        hist[np.arange(m) >= self.memory_pos] = -1
+        return {"user": np.append(self.features, self.t / horizon).astype(np.float32), "history": hist,
+                "candidates": self.candidates,
+                "candidate_features": np.concatenate([cat.embeddings[self.candidates],
+                                                      pop_feature[self.candidates, None]], axis=1)}
+
+
+class LoopEnv:
+    """All users of a world, each a ``LoopUser``, served one after the other each step."""
+
+    def __init__(self, world, env_config, choice_config, seed: int) -> None:
+        p, s = world.population, world.social
+        self.cat, self.dyn, self.env_config, self.choice = world.catalog, world.dynamics, env_config, choice_config
+        scaled = np.log1p(self.cat.popularity * self.cat.num_items)
+        self.pop_feature = (scaled / max(scaled.max(), 1e-12)).astype(np.float32)
+        features = p.persona.features()
+        rngs = np.random.default_rng(seed).spawn(p.num_users)
+        self.users = [
+            LoopUser(u, p.interests[u], p.weights[u], features[u], s.indices[s.indptr[u]:s.indptr[u + 1]],
+                     s.weights[s.indptr[u]:s.indptr[u + 1]], p.memory_size, world.spill.shape[1], rngs[u])
+            for u in range(p.num_users)
+        ]
+        self.clock = 0
+
+    def reset(self) -> list[dict]:
+        for u in self.users:
+            u.start_session(self.dyn)
+            u.retrieve(self.cat.num_items, self.env_config.num_candidates)
+        return [u.observe(self.cat, self.pop_feature, self.env_config.horizon) for u in self.users]
+
+    def step(self, positions: np.ndarray) -> tuple[list[dict], list[float]]:
+        obs, rewards = [], []
+        cfg = self.env_config
+        for u in self.users:
+            if u.needs_reset:  # NEXT_STEP autoreset, as in the vector env
+                u.start_session(self.dyn)
+                u.needs_reset = False
+                rewards.append(0.0)
+            else:
+                slate = u.candidates[positions]
+                c, r = u.choose(slate, self.cat, self.choice)
+                left = u.update(slate, c, r, self.cat.embeddings, self.dyn)
+                u.t += 1
+                u.needs_reset = left or u.t >= cfg.horizon
+                rewards.append(float(c >= 0))
+            u.retrieve(self.cat.num_items, cfg.num_candidates)
+            obs.append(u.observe(self.cat, self.pop_feature, cfg.horizon))
+        self.clock += 1
+        if self.clock % self.dyn.social_interval == 0:
+            self._social_refresh()
+        return obs, rewards
+
+    def _social_refresh(self) -> None:
+        d = self.dyn
+        if d.social:
+            tastes = np.stack([u.taste() for u in self.users])  # (U, d)
+            for u in self.users:
+                u.socialize(tastes, d.social_rate, d.stubbornness)
+        if d.spillover:
+            for u in self.users:
+                latest = [self.users[v].memory_items[(self.users[v].memory_pos - 1) % len(u.memory_items)]
+                          for v in u.neighbors if self.users[v].memory_pos > 0][: len(u.spill)]
+                u.spill[:] = -1
+                u.spill[: len(latest)] = latest
+
+
+# ---------------------------------------------------------------------------------------------------
+# One configuration, in its own process
+# ---------------------------------------------------------------------------------------------------
+def _rss_now_gb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _time_steps(step, cfg: dict, period: int) -> dict:
+    """Step whole refresh periods until ``min_steps`` and ``min_seconds`` are both reached.
+
+    ``cpu_share`` is this process's CPU time over (wall time x threads): well below 1 means other
+    processes took cores from the kernels' threads, and the figures are lower than on a quiet machine.
+    """
+    steps, t0, c0 = 0, time.perf_counter(), _cpu_seconds()
+    while True:
+        for _ in range(period):
+            step()
+        steps += period
+        elapsed = time.perf_counter() - t0
+        if steps >= cfg["min_steps"] and elapsed >= cfg["min_seconds"]:
+            return {"steps": steps, "seconds": elapsed, "cpu_seconds": _cpu_seconds() - c0}
+
+
+class _StageTimer:
+    """Exclusive wall time per named stage: a wrapped call's time minus the wrapped calls inside it."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self._stack: list[float] = []
+
+    def wrap(self, owner, attr: str, label: str) -> None:
+        fn = getattr(owner, attr, None)
+        if fn is None:
+            return  # the simulator changed shape; that stage then counts as "other"
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            self._stack.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                inner = self._stack.pop()
+                self.total[label] = self.total.get(label, 0.0) + dt - inner
+                if self._stack:
+                    self._stack[-1] += dt
+
+        setattr(owner, attr, timed)
+
+
+def _instrument(env) -> _StageTimer:
+    import agents.choice
+    import simenv.dynamics
+    import simenv.simulation
+
+    t, sim, world = _StageTimer(), env.sim, env.sim.world
+    t.wrap(env, "step", "step: info dict, masks, where/copies")
+    for owner, attr, label in [
+        (sim, "validate", "validate: checks and int64 copy"),
+        (simenv.simulation, "_check_actions", "validate: kernel"),
+        (simenv.simulation, "_gather", "gather slate items"),
+        (sim, "_respond", "respond: bookkeeping + Responses.validate"),
+        (agents.choice, "_choose", "respond: choice kernel"),
+        (world, "apply", "apply: wrapper"),
+        (simenv.dynamics, "apply_responses", "apply: dynamics kernel"),
+        (sim, "_reward", "reward"),
+        (sim, "next_sessions", "autoreset: next_sessions"),
+        (simenv.dynamics, "start_sessions", "autoreset: start_sessions kernel"),
+        (world, "tick", "tick"),
+        (simenv.dynamics, "social_refresh", "social refresh: other"),
+        (simenv.dynamics, "_tastes", "social refresh: tastes kernel"),
+        (simenv.dynamics, "_average_neighbors", "social refresh: neighbour averaging kernel"),
+        (simenv.dynamics, "_spill", "social refresh: spillover kernel"),
+        (sim, "_retrieve", "retrieve candidates"),
+        (sim, "observe", "observe: user features, concat, copies"),
+        (simenv.simulation, "_history", "observe: history kernel"),
+        (simenv.simulation, "_candidate_features", "observe: candidate features kernel"),
+    ]:
+        t.wrap(owner, attr, label)
+    return t
+
+
+def run_vector(cfg: dict) -> dict:
+    import gymnasium as gym
+    import numba
+
+    import simenv  # noqa: F401  (registers RecSim-LLM-v0)
+
+    t0 = time.perf_counter()
+    env = gym.make_vec("RecSim-LLM-v0", num_envs=cfg["users"], vectorization_mode="vector_entry_point",
+                       **env_kwargs(cfg))
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    env.reset(seed=cfg["seed"])
+    reset_s = time.perf_counter() - t0
+    actions = np.tile(np.arange(cfg["slate_size"], dtype=np.int64), (cfg["users"], 1))
+    for _ in range(cfg["warmup_steps"]):
+        env.step(actions)
+    timer = _instrument(env) if cfg.get("profile") else None
+    out = _time_steps(lambda: env.step(actions), cfg, env.unwrapped.world.dynamics.social_interval)
+    out.update(build_s=build_s, reset_s=reset_s, edges=int(env.unwrapped.world.social.num_edges // 2),
+               threads=numba.get_num_threads())
+    if timer is not None:
+        out["stages_ms"] = {k: 1e3 * v / out["steps"] for k, v in timer.total.items()}
+    return out
+
+
+def run_loop(cfg: dict) -> dict:
+    from simenv.config import split_kwargs
+    from simenv.world import build_world
+
+    world_config, env_config = split_kwargs(env_kwargs(cfg))
+    t0 = time.perf_counter()
+    world = build_world(world_config)
+    env = LoopEnv(world, env_config, env_config.choice, cfg["seed"])
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    env.reset()
+    reset_s = time.perf_counter() - t0
+    positions = np.arange(cfg["slate_size"])
+    for _ in range(cfg["warmup_steps"]):
+        env.step(positions)
+    out = _time_steps(lambda: env.step(positions), cfg, world.dynamics.social_interval)
+    out.update(build_s=build_s, reset_s=reset_s, edges=int(world.social.num_edges // 2), threads=1)
+    return out
+
+
+def run_one(cfg: dict) -> dict:
+    out = run_loop(cfg) if cfg["kind"] == "loop" else run_vector(cfg)
+    out["rss_stepping_gb"] = _rss_now_gb()
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    out["user_steps_per_s"] = cfg["users"] * out["steps"] / out["seconds"]
+    out["ns_per_user_step"] = 1e9 / out["user_steps_per_s"]
+    out["cpu_share"] = out["cpu_seconds"] / (out["seconds"] * out["threads"])
+    return out
+
+
+def spawn(cfg: dict) -> dict:
+    """Run one configuration in a fresh interpreter; returns its result merged into ``cfg``."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"configuration {cfg} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return {**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+def main() -> None:
+    args = parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    if args.quick:
+        args.embedding_model = args.embedding_model_1m = "random"
+        args.min_seconds, args.min_steps = 0.5, 10
+    sizes = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
+    mid = sizes[1]
+    base = {k: v for k, v in vars(args).items() if k not in ("quick", "profile", "one", "loop_users")}
+
+    def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False) -> dict:
+        big = users >= 1_000_000
+        return {**base, "kind": kind, "users": users, "social": social, "candidate_features": features,
+                "profile": profile, "mean_degree": args.mean_degree_1m if big else args.mean_degree,
+                "embedding_model": args.embedding_model_1m if big else args.embedding_model}
+
+    configs = [config("loop", args.loop_users, True)]
+    for n in sizes:
+        for social in (True, False):
+            for features in ((True, False) if n >= mid else (True,)):
+                configs.append(config("vector", n, social, features))
+    if args.profile:
+        configs.append(config("vector", mid, True, True, profile=True))
+
+    print(f"# recsim-llm vector env throughput ({os.cpu_count()} cores, load average at start "
+          f"{os.getloadavg()[0]:.1f}, numpy {np.__version__})\n", flush=True)
+    results = []
+    for cfg in configs:
+        t0 = time.perf_counter()
+        r = spawn(cfg)
+        results.append(r)
+        print(f"  ran {r['kind']} users={r['users']:,} social={r['social']} features={r['candidate_features']}"
+              f"{' (profiled)' if r['profile'] else ''}: {r['user_steps_per_s']:,.0f} user-steps/s "
+              f"[{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+
+    timed = [r for r in results if not r["profile"]]
+    print("| engine | users | social | undirected edges | cand. features | embeddings | world build s "
+          "| timed steps | user-steps/s | ns/user-step | CPU share | RSS stepping GB | peak RSS GB |")
+    print("|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in timed:
+        engine = "per-user Python loop" if r["kind"] == "loop" else f"vector env ({r['threads']} threads)"
+        print(f"| {engine} | {r['users']:,} | {'on' if r['social'] else 'off'} | {r['edges']:,} "
+              f"| {'yes' if r['candidate_features'] else 'no'} | {r['embedding_model']} | {r['build_s']:.1f} "
+              f"| {r['steps']:,} | {r['user_steps_per_s']:,.0f} | {r['ns_per_user_step']:,.0f} | {r['cpu_share']:.2f} "
+              f"| {r['rss_stepping_gb']:.2f} | {r['peak_rss_gb']:.2f} |")
+
+    print(f"\nCPU share = process CPU time / (wall time x threads) while timing; well below 1 means other processes "
+          f"took the cores (load average now {os.getloadavg()[0]:.1f}). World build includes the graph and the "
+          "(cached) item embeddings.")
+
+    def find(kind: str, users: int, social: bool, features: bool) -> dict:
+        return next(r for r in timed if (r["kind"], r["users"], r["social"], r["candidate_features"])
+                    == (kind, users, social, features))
+
+    loop = find("loop", args.loop_users, True, True)
+    same = find("vector", sizes[0], True, True) if args.loop_users == sizes[0] else None
+    print("\n## Against the per-user loop and the targets\n")
+    if same:
+        print(f"- vector / loop at {sizes[0]:,} users, social on: "
+              f"**{same['user_steps_per_s'] / loop['user_steps_per_s']:,.0f}x**")
+    best = max(r["user_steps_per_s"] for r in timed if r["kind"] == "vector")
+    print(f"- best vector configuration / loop: **{best / loop['user_steps_per_s']:,.0f}x**")
+    for features in (False, True):
+        r = find("vector", mid, True, features)
+        verdict = "met" if r["user_steps_per_s"] >= TARGET_UPS else "missed"
+        print(f"- {mid:,} users, social on, candidate features {'on' if features else 'off'}: "
+              f"{r['user_steps_per_s']:,.0f} user-steps/s (target >= {TARGET_UPS:,}: {verdict})")
+    for social in (True, False):
+        ns = [find("vector", n, social, True)["ns_per_user_step"] for n in sizes]
+        steps = ", ".join(f"{n:,}: {x:,.0f}" for n, x in zip(sizes, ns))
+        print(f"- ns/user-step by size, social {'on' if social else 'off'}, candidate features on: {steps} "
+              f"(largest/smallest {max(ns) / min(ns):.2f}; target: flat)")
+        ns = [find("vector", n, social, False)["ns_per_user_step"] for n in sizes if n >= mid]
+        print(f"  candidate features off: {', '.join(f'{x:,.0f}' for x in ns)} at {', '.join(f'{n:,}' for n in sizes if n >= mid)}")
+    big = sizes[-1]
+    for features in (False, True):
+        r = find("vector", big, True, features)
+        verdict = "met" if r["peak_rss_gb"] < TARGET_RSS_GB else "missed"
+        print(f"- {big:,} users, {r['edges']:,} undirected edges, candidate features {'on' if features else 'off'}: "
+              f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['rss_stepping_gb']:.2f} GB while stepping "
+              f"(target < {TARGET_RSS_GB:.0f} GB: {verdict})")
+
+    prof = next((r for r in results if r["profile"]), None)
+    if prof:
+        stages = prof["stages_ms"]
+        total = 1e3 * prof["seconds"] / prof["steps"]
+        stages["timers and untimed glue"] = total - sum(stages.values())
+        print(f"\n## Where a step goes: {mid:,} users, social on, candidate features on "
+              f"({prof['user_steps_per_s']:,.0f} user-steps/s with timers)\n")
+        print("| stage | ms/step | share | ns/user-step |")
+        print("|---|---:|---:|---:|")
+        for name, ms in sorted(stages.items(), key=lambda kv: -kv[1]):
+            print(f"| {name} | {ms:.2f} | {ms / total:.0%} | {1e6 * ms / mid:.0f} |")
+        print(f"| **step (total)** | **{total:.2f}** | 100% | **{1e6 * total / mid:.0f}** |")
+        print(f"\nThe 2M user-steps/s target is {1e3 * mid / TARGET_UPS:.0f} ms per step at {mid:,} users "
+              "(social refresh stages are averaged over the steps; they run every social_interval ticks).")
+
+
+if __name__ == "__main__":
+    main()

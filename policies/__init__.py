@@ -1,0 +1,41 @@
+"""Recommendation policies for ``RecSim-LLM-v0``: baselines, offline collaborative filters and an
+online bandit, all batched over the N served users, plus ``evaluate`` to measure them.
+
+``make_policy("knn", k_neighbors=20)`` builds one by name; ``POLICIES`` maps each name to its class.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from policies.base import BasePolicy, Policy
+from policies.evaluate import evaluate
+from policies.knn import ItemKNNPolicy
+from policies.linucb import LinUCBPolicy
+from policies.logs import collect_interactions
+from policies.mf import MatrixFactorizationPolicy
+from policies.simple import OraclePolicy, PopularityPolicy, RandomPolicy
+
+POLICIES: dict[str, type[BasePolicy]] = {
+    "random": RandomPolicy,
+    "popular": PopularityPolicy,
+    "oracle": OraclePolicy,
+    "knn": ItemKNNPolicy,
+    "mf": MatrixFactorizationPolicy,
+    "linucb": LinUCBPolicy,
+}
+
+
+def make_policy(name: str, **kwargs: Any) -> BasePolicy:
+    """A new policy of the given name, built with ``kwargs`` (its constructor's arguments).
+
+    Offline policies ("knn", "mf") still need ``fit(interactions, num_items)`` before they can act.
+    """
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: use one of {sorted(POLICIES)}.")
+    return POLICIES[name](**kwargs)
+
+
+__all__ = [
+    "POLICIES", "BasePolicy", "ItemKNNPolicy", "LinUCBPolicy", "MatrixFactorizationPolicy", "OraclePolicy",
+    "Policy", "PopularityPolicy", "RandomPolicy", "collect_interactions", "evaluate", "make_policy",
+]
