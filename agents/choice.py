@@ -34,11 +34,11 @@ class ChoiceConfig:
 
     temperature: float = 0.1  # tau: affinity scale; smaller = more deterministic users
     interest_weight: float = 0.1  # omega
-    satiation_penalty: float = 0.5  # lambda
+    satiation_penalty: float = 0.3  # lambda
     quality_weight: float = 1.0  # beta_q
     spillover_bonus: float = 1.0  # beta_s
     position_decay: float = 0.5  # rho
-    no_click: float = 3.0  # c_0
+    no_click: float = 5.5  # c_0
     boredom_weight: float = 2.0  # beta_b
     rating_center: float = 0.35  # r_c
     rating_scale: float = 0.1  # r_s

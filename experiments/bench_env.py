@@ -52,6 +52,7 @@ class Args:
     min_seconds: float = field(default=3.0, metadata={"help": "timed seconds at least per configuration"})
     loop_users: int = field(default=1_000, metadata={"help": "users of the per-user Python loop baseline"})
     seed: int = field(default=0, metadata={"help": "reset seed of the dynamics"})
+    threads: int = field(default=0, metadata={"help": "numba threads of the vector env (NUMBA_NUM_THREADS); 0: numba's default"})
     one: str = field(default="", metadata={"help": "internal: run one configuration (JSON) and print its result as JSON"})
 
 
@@ -264,17 +265,20 @@ def _cpu_seconds() -> float:
 def _time_steps(step, cfg: dict, period: int) -> dict:
     """Step whole refresh periods until ``min_steps`` and ``min_seconds`` are both reached.
 
-    ``cpu_share`` is this process's CPU time over (wall time x threads): well below 1 means other
-    processes took cores from the kernels' threads, and the figures are lower than on a quiet machine.
+    Each window is one refresh period (``social_interval`` steps, so every window holds one refresh).
+    The median window is robust to other processes taking the cores now and then; ``cpu_share``, this
+    process's CPU time over (wall time x threads), well below 1 says that they did.
     """
-    steps, t0, c0 = 0, time.perf_counter(), _cpu_seconds()
+    windows, t0, c0 = [], time.perf_counter(), _cpu_seconds()
     while True:
+        w0 = time.perf_counter()
         for _ in range(period):
             step()
-        steps += period
+        windows.append(time.perf_counter() - w0)
         elapsed = time.perf_counter() - t0
-        if steps >= cfg["min_steps"] and elapsed >= cfg["min_seconds"]:
-            return {"steps": steps, "seconds": elapsed, "cpu_seconds": _cpu_seconds() - c0}
+        if period * len(windows) >= cfg["min_steps"] and elapsed >= cfg["min_seconds"]:
+            return {"steps": period * len(windows), "seconds": elapsed, "cpu_seconds": _cpu_seconds() - c0,
+                    "median_window_s": float(np.median(windows)), "period": period}
 
 
 class _StageTimer:
@@ -385,7 +389,8 @@ def run_one(cfg: dict) -> dict:
     out = run_loop(cfg) if cfg["kind"] == "loop" else run_vector(cfg)
     out["rss_stepping_gb"] = _rss_now_gb()
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-    out["user_steps_per_s"] = cfg["users"] * out["steps"] / out["seconds"]
+    out["mean_user_steps_per_s"] = cfg["users"] * out["steps"] / out["seconds"]
+    out["user_steps_per_s"] = cfg["users"] * out["period"] / out["median_window_s"]
     out["ns_per_user_step"] = 1e9 / out["user_steps_per_s"]
     out["cpu_share"] = out["cpu_seconds"] / (out["seconds"] * out["threads"])
     return out
@@ -393,8 +398,9 @@ def run_one(cfg: dict) -> dict:
 
 def spawn(cfg: dict) -> dict:
     """Run one configuration in a fresh interpreter; returns its result merged into ``cfg``."""
+    env = dict(os.environ, **({"NUMBA_NUM_THREADS": str(cfg["threads"])} if cfg["threads"] else {}))
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"configuration {cfg} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return {**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
@@ -442,13 +448,14 @@ def main() -> None:
 
     timed = [r for r in results if not r["profile"]]
     print("| engine | users | social | undirected edges | cand. features | embeddings | world build s "
-          "| timed steps | user-steps/s | ns/user-step | CPU share | RSS stepping GB | peak RSS GB |")
-    print("|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| timed steps | user-steps/s (median window) | mean | ns/user-step | CPU share | RSS stepping GB | peak RSS GB |")
+    print("|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in timed:
         engine = "per-user Python loop" if r["kind"] == "loop" else f"vector env ({r['threads']} threads)"
         print(f"| {engine} | {r['users']:,} | {'on' if r['social'] else 'off'} | {r['edges']:,} "
               f"| {'yes' if r['candidate_features'] else 'no'} | {r['embedding_model']} | {r['build_s']:.1f} "
-              f"| {r['steps']:,} | {r['user_steps_per_s']:,.0f} | {r['ns_per_user_step']:,.0f} | {r['cpu_share']:.2f} "
+              f"| {r['steps']:,} | {r['user_steps_per_s']:,.0f} | {r['mean_user_steps_per_s']:,.0f} "
+              f"| {r['ns_per_user_step']:,.0f} | {r['cpu_share']:.2f} "
               f"| {r['rss_stepping_gb']:.2f} | {r['peak_rss_gb']:.2f} |")
 
     print(f"\nCPU share = process CPU time / (wall time x threads) while timing; well below 1 means other processes "
@@ -490,10 +497,10 @@ def main() -> None:
     prof = next((r for r in results if r["profile"]), None)
     if prof:
         stages = prof["stages_ms"]
-        total = 1e3 * prof["seconds"] / prof["steps"]
+        total = 1e3 * prof["seconds"] / prof["steps"]  # stage timers sum over all windows, so the mean
         stages["timers and untimed glue"] = total - sum(stages.values())
         print(f"\n## Where a step goes: {mid:,} users, social on, candidate features on "
-              f"({prof['user_steps_per_s']:,.0f} user-steps/s with timers)\n")
+              f"({prof['mean_user_steps_per_s']:,.0f} user-steps/s mean with timers, CPU share {prof['cpu_share']:.2f})\n")
         print("| stage | ms/step | share | ns/user-step |")
         print("|---|---:|---:|---:|")
         for name, ms in sorted(stages.items(), key=lambda kv: -kv[1]):

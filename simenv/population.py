@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from simenv.embeddings import unit_rows
 from simenv.persona import Persona
 
 
@@ -53,7 +54,7 @@ class Population:
             raise ValueError(f"Population: persona has {persona.num_users} users, interests have {u}.")
         if memory_size < 1:
             raise ValueError(f"memory_size={memory_size}: must be >= 1.")
-        interests = _unit_rows(interests)
+        interests = unit_rows(interests)
         w = np.maximum(np.asarray(weights, np.float32), 0)
         w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
         return cls(
@@ -101,8 +102,3 @@ class Population:
         items[np.arange(m)[None, :] >= pos[:, None]] = -1
         return items
 
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(n, 1e-12)).astype(np.float32)

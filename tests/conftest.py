@@ -1,3 +1,8 @@
+import os
+
+# numba kernels already use both cores; BLAS threads on top of them oversubscribe small solves 100x
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 

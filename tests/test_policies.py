@@ -38,10 +38,8 @@ EVAL_SEED = 7
 
 @pytest.fixture(scope="module")
 def env():
-    # A no-click utility well above the default keeps CTR far from 1, so that orderings are measurable
-    # whatever the default calibration is.
     env = gym.make_vec("RecSim-LLM-v0", num_envs=NUM_ENVS, vectorization_mode="vector_entry_point",
-                       num_users=NUM_USERS, num_items=NUM_ITEMS, choice={"no_click": 8.0})
+                       num_users=NUM_USERS, num_items=NUM_ITEMS)
     yield env
     env.close()
 

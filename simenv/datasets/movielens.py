@@ -23,7 +23,7 @@ import numpy as np
 
 from simenv.catalog import Catalog
 from simenv.datasets.base import MOVIELENS_OCCUPATIONS, Interactions, WorldData, item_texts
-from simenv.embeddings import embed_texts
+from simenv.embeddings import center, embed_texts
 from simenv.persona import Persona
 
 ML100K_GENRES: tuple[str, ...] = (
@@ -94,8 +94,8 @@ def load_movielens(
         popularity=((count + 1) / (count + 1).sum()).astype(np.float32),
         quality=_shrunk_quality(interactions, num_items),
         duration=_hashed_duration(item_ids),
-        embeddings=embed_texts(item_texts(titles, genres, genre_names), dim=dim, model=embedding_model,
-                               cache_dir=cache_dir),
+        embeddings=center(embed_texts(item_texts(titles, genres, genre_names), dim=dim, model=embedding_model,
+                                      cache_dir=cache_dir)),
     )
     interests, weights = _initial_interests(
         interactions, catalog, len(user_ids), num_interests, min_rating_liked, np.random.default_rng(seed))

@@ -17,7 +17,7 @@ import numpy as np
 
 from simenv.catalog import Catalog
 from simenv.datasets.base import MOVIELENS_OCCUPATIONS, WorldData, genre_centroids, item_texts
-from simenv.embeddings import embed_texts
+from simenv.embeddings import center, embed_texts
 from simenv.persona import AGE_BANDS, Persona
 
 GENRES: tuple[str, ...] = (
@@ -226,7 +226,7 @@ def _catalog(num_items: int, dim: int, rng: np.random.Generator, model: str,
     log_pop = 1.2 * rng.standard_normal(num_items) + 1.5 * (quality - quality.mean())
     popularity = np.exp(log_pop - log_pop.max())
     durations = _durations(genres, rng)
-    embeddings = embed_texts(item_texts(titles, genres, GENRES), dim=dim, model=model, cache_dir=cache_dir)
+    embeddings = center(embed_texts(item_texts(titles, genres, GENRES), dim=dim, model=model, cache_dir=cache_dir))
     return Catalog(
         item_ids=np.arange(num_items, dtype=np.int64),
         titles=titles,
