@@ -84,68 +84,74 @@ def _log_weights(u, weights, out):
         out[k] = np.float32(math.log(max(weights[u, k] * n, 1e-6)))
 
 
+_CHUNK = 256  # users per parallel task: per-task scratch buffers instead of per-user allocations
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _choose(users, slates, emb, quality, duration, interests, weights, satiation, boredom, spill, steps, key,
             p, choice, rating, watch):
     # p: float32 parameter vector in ChoiceConfig order
     tau, omega, lam, bq, bs, rho, c0, bb, rc, rs, brq, sig = (p[0], p[1], p[2], p[3], p[4], p[5],
                                                               p[6], p[7], p[8], p[9], p[10], p[11])
-    k_slate = slates.shape[1]
-    for b in prange(users.shape[0]):
-        u = users[b]
+    n, k_slate = slates.shape
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         log_w = np.empty(weights.shape[1], np.float32)
-        _log_weights(u, weights, log_w)
         ev = np.empty(k_slate, np.float32)
         aff = np.empty(k_slate, np.float32)
-        e0 = np.float32(math.exp(min(c0 + bb * boredom[u], np.float32(30.0))))
-        total = e0
-        for j in range(k_slate):
-            item = slates[b, j]
-            a = _affinity(u, item, emb, interests, log_w, satiation, omega, lam)
-            aff[j] = a
-            v = a / tau + bq * (quality[item] - np.float32(0.5)) - rho * np.float32(math.log(1.0 + j))
-            if _in_spill(u, item, spill):
-                v += bs
-            ev[j] = np.float32(math.exp(max(min(v, np.float32(30.0)), np.float32(-30.0))))
-            total += ev[j]
-        t = steps[u]
-        x = np.float32(uniform(key, u, t, CHOICE)) * total - e0  # < 0: the no-click option
-        c = -1
-        acc = np.float32(0.0)
-        if x >= 0:
-            c = k_slate - 1  # guards float round-off at the top end
+        for b in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            u = users[b]
+            _log_weights(u, weights, log_w)
+            e0 = np.float32(math.exp(min(c0 + bb * boredom[u], np.float32(30.0))))
+            total = e0
             for j in range(k_slate):
-                acc += ev[j]
-                if x < acc:
-                    c = j
-                    break
-        choice[b] = c
-        if c < 0:
-            rating[b] = 0.0
-            watch[b] = 0.0
-            continue
-        item = slates[b, c]
-        z = (aff[c] - rc) / rs + brq * (quality[item] - np.float32(0.5))
-        eps = (uniform(key, u, t, RATING) + uniform(key, u, t, RATING + np.uint64(1)) - 1.0) * 2.449489742783178
-        r = 1.0 + 4.0 / (1.0 + math.exp(-z)) + sig * eps
-        r = min(max(round(r), 1.0), 5.0)
-        rating[b] = r
-        watch[b] = duration[item] * np.float32(0.25 + 0.1875 * (r - 1.0))
+                item = slates[b, j]
+                a = _affinity(u, item, emb, interests, log_w, satiation, omega, lam)
+                aff[j] = a
+                v = a / tau + bq * (quality[item] - np.float32(0.5)) - rho * np.float32(math.log(1.0 + j))
+                if _in_spill(u, item, spill):
+                    v += bs
+                ev[j] = np.float32(math.exp(max(min(v, np.float32(30.0)), np.float32(-30.0))))
+                total += ev[j]
+            t = steps[u]
+            x = np.float32(uniform(key, u, t, CHOICE)) * total - e0  # < 0: the no-click option
+            c = -1
+            acc = np.float32(0.0)
+            if x >= 0:
+                c = k_slate - 1  # guards float round-off at the top end
+                for j in range(k_slate):
+                    acc += ev[j]
+                    if x < acc:
+                        c = j
+                        break
+            choice[b] = c
+            if c < 0:
+                rating[b] = 0.0
+                watch[b] = 0.0
+                continue
+            item = slates[b, c]
+            z = (aff[c] - rc) / rs + brq * (quality[item] - np.float32(0.5))
+            eps = (uniform(key, u, t, RATING) + uniform(key, u, t, RATING + np.uint64(1)) - 1.0) * 2.449489742783178
+            r = 1.0 + 4.0 / (1.0 + math.exp(-z)) + sig * eps
+            r = min(max(round(r), 1.0), 5.0)
+            rating[b] = r
+            watch[b] = duration[item] * np.float32(0.25 + 0.1875 * (r - 1.0))
 
 
 @njit(parallel=True, fastmath=True, cache=True)
 def _values(users, items, emb, quality, interests, weights, satiation, spill, p, out):
     tau, omega, lam, bq, bs = p[0], p[1], p[2], p[3], p[4]
-    for b in prange(users.shape[0]):
-        u = users[b]
+    n = users.shape[0]
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
         log_w = np.empty(weights.shape[1], np.float32)
-        _log_weights(u, weights, log_w)
-        for j in range(items.shape[1]):
-            item = items[b, j]
-            v = _affinity(u, item, emb, interests, log_w, satiation, omega, lam) / tau + bq * (quality[item] - 0.5)
-            if _in_spill(u, item, spill):
-                v += bs
-            out[b, j] = v
+        for b in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            u = users[b]
+            _log_weights(u, weights, log_w)
+            for j in range(items.shape[1]):
+                item = items[b, j]
+                v = _affinity(u, item, emb, interests, log_w, satiation, omega, lam) / tau + bq * (quality[item] - 0.5)
+                if _in_spill(u, item, spill):
+                    v += bs
+                out[b, j] = v
 
 
 class MultinomialLogitUser:

@@ -203,25 +203,30 @@ def _tastes(interests, weights, out):
         _normalize(out[u])
 
 
+_CHUNK = 256  # users per parallel task: one scratch row per task, not per user
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def _average_neighbors(indptr, indices, w, tastes, interests, anchor, gamma, theta):
-    d = interests.shape[2]
-    for u in prange(interests.shape[0]):
-        lo, hi = indptr[u], indptr[u + 1]
-        g = gamma if hi > lo else np.float32(0.0)
-        if g == 0 and theta == 0:
-            continue
-        keep = np.float32(1.0) - g - theta
-        # dimension-outer keeps the neighbor rows (a few cache lines each) hot in L1 and needs no
-        # (U, d) buffer for the neighbor means
-        for j in range(d):
-            pull = np.float32(0.0)
-            for e in range(lo, hi):
-                pull += w[e] * tastes[indices[e], j]
-            for k in range(interests.shape[1]):
-                interests[u, k, j] = keep * interests[u, k, j] + g * pull + theta * anchor[u, k, j]
-        for k in range(interests.shape[1]):
-            _normalize(interests[u, k])
+    n, n_int, d = interests.shape
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
+        pull = np.empty(d, np.float32)
+        for u in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            lo, hi = indptr[u], indptr[u + 1]
+            g = gamma if hi > lo else np.float32(0.0)
+            if g == 0 and theta == 0:
+                continue
+            pull[:] = 0.0
+            for e in range(lo, hi):  # contiguous neighbor rows: vectorised over d
+                v = indices[e]
+                we = w[e]
+                for j in range(d):
+                    pull[j] += we * tastes[v, j]
+            keep = np.float32(1.0) - g - theta
+            for k in range(n_int):
+                for j in range(d):
+                    interests[u, k, j] = keep * interests[u, k, j] + g * pull[j] + theta * anchor[u, k, j]
+                _normalize(interests[u, k])
 
 
 @njit(parallel=True, cache=True)

@@ -45,6 +45,24 @@ def uniform(key, user, counter, stream):
     return (np.float64(h >> np.uint64(11)) + 0.5) * _INV53
 
 
+@njit(inline="always", cache=True)
+def stream_start(key, user, counter, stream):
+    """The state of a short splitmix64 sequence owned by (key, user, counter, stream).
+
+    For many draws of one user-step (e.g. 20 candidates): one full hash, then one mix per draw.
+    """
+    h = _mix(key ^ (np.uint64(user) * _GOLDEN))
+    h = _mix(h ^ (np.uint64(counter) * _M3))
+    return _mix(h ^ np.uint64(stream))
+
+
+@njit(inline="always", cache=True)
+def stream_next(state):
+    """(new state, float64 uniform in (0, 1)): the splitmix64 generator step."""
+    state = state + _GOLDEN
+    return state, (np.float64(_mix(state) >> np.uint64(11)) + 0.5) * _INV53
+
+
 def world_key(seed_sequence: np.random.SeedSequence) -> np.uint64:
     """The 64-bit key of the dynamics streams, derived from the world's seed sequence."""
     return np.uint64(seed_sequence.generate_state(1, dtype=np.uint64)[0])

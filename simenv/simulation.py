@@ -59,13 +59,18 @@ def _candidate_features(candidates, emb, pop_feature, out):
 
 
 @njit(parallel=True, cache=True)
-def _history(users, memory_items, memory_pos, out):
+def _user_view(users, user_features, progress, memory_items, memory_pos, out_user, out_history):
+    """Fill the ``user`` (persona features + session progress) and ``history`` observations."""
     m = memory_items.shape[1]
+    f = user_features.shape[1]
     for b in prange(users.shape[0]):
         u = users[b]
+        for j in range(f):
+            out_user[b, j] = user_features[u, j]
+        out_user[b, f] = progress[b]
         pos = memory_pos[u]
         for j in range(m):
-            out[b, j] = memory_items[u, (pos - 1 - j) % m] if j < pos else -1
+            out_history[b, j] = memory_items[u, (pos - 1 - j) % m] if j < pos else -1
 
 
 class Simulation:
@@ -222,15 +227,12 @@ class Simulation:
     def observe(self) -> dict[str, np.ndarray]:
         """The batched observation of every slot's current user."""
         w, cfg = self.world, self.config
-        users = self.slot_user
-        progress = (self.slot_step / cfg.horizon).astype(np.float32)[:, None]
-        hist = np.empty((self.num_slots, w.population.memory_size), np.int32)
-        _history(users, w.population.memory_items, w.population.memory_pos, hist)
-        obs = {
-            "user": np.concatenate([self._user_features[users], progress], axis=1),
-            "history": hist,
-            "candidates": self.candidates.copy(),
-        }
+        n, p = self.num_slots, w.population
+        user = np.empty((n, self._user_features.shape[1] + 1), np.float32)
+        hist = np.empty((n, p.memory_size), np.int32)
+        _user_view(self.slot_user, self._user_features, (self.slot_step / cfg.horizon).astype(np.float32),
+                   p.memory_items, p.memory_pos, user, hist)
+        obs = {"user": user, "history": hist, "candidates": self.candidates.copy()}
         if cfg.candidate_features:
             feats = np.empty((self.num_slots, cfg.num_candidates, w.catalog.dim + 1), np.float32)
             _candidate_features(self.candidates, w.catalog.embeddings, self._pop_feature, feats)
