@@ -330,7 +330,11 @@ def _personas(num_users: int, rng: np.random.Generator) -> Persona:
                              for o in MOVIELENS_OCCUPATIONS])
         in_band = band == b
         occupation[in_band] = _sample_categorical(p, u[in_band])
-    return Persona(age, gender, occupation, GENDERS, MOVIELENS_OCCUPATIONS)
+    # Users are i.i.d., so their numbering is free: number them by (age band, occupation, gender).
+    # Homophilous friends then have nearby indices, and the social refresh's gather of neighbor
+    # rows stays within a few MB of cache instead of jumping across the whole population.
+    order = np.lexsort((gender, occupation, band))
+    return Persona(age[order], gender[order], occupation[order], GENDERS, MOVIELENS_OCCUPATIONS)
 
 
 def _taste_tilts() -> tuple[np.ndarray, np.ndarray]:
