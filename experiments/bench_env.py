@@ -15,9 +15,13 @@ Every configuration runs in a fresh subprocess (``--one JSON``), so its peak res
 build the env, reset, warm up (at least one social refresh), then time whole refresh periods until both
 ``min_steps`` and ``min_seconds`` are reached.
 
+Each child caps its address space below the memory the machine has free, so a configuration too big
+for the machine is reported as out of memory instead of waking the kernel's OOM killer.
+
 Usage:
-    python experiments/bench_env.py            # full run, several minutes
-    python experiments/bench_env.py --quick    # 1k and 10k users only, well under a minute
+    python experiments/bench_env.py                # full run, about 6 minutes
+    python experiments/bench_env.py --repeats 3    # each configuration 3 times, fastest kept (shared machines)
+    python experiments/bench_env.py --quick        # 1k and 10k users only, well under a minute
 """
 from __future__ import annotations
 
@@ -34,26 +38,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def _arg(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class Args:
-    quick: bool = field(default=False, metadata={"help": "smoke run: 1k and 10k users, random embeddings, short timings"})
-    profile: bool = field(default=True, metadata={"help": "also time each stage of env.step at the middle size, social on"})
-    num_items: int = field(default=10_000, metadata={"help": "catalog size"})
-    num_candidates: int = field(default=20, metadata={"help": "C items retrieved per user and step"})
-    slate_size: int = field(default=10, metadata={"help": "k positions the (fixed) policy fills"})
-    num_interests: int = field(default=4, metadata={"help": "K interest vectors per user"})
-    embedding_dim: int = field(default=64, metadata={"help": "d"})
-    embedding_model: str = field(default="minilm", metadata={"help": "item embeddings below 1M users: minilm or random"})
-    embedding_model_1m: str = field(default="minilm", metadata={"help": "item embeddings at 1M users (random skips MiniLM)"})
-    mean_degree: float = field(default=10.0, metadata={"help": "mean friends per user with social on, below 1M users"})
-    mean_degree_1m: float = field(default=20.0, metadata={"help": "mean friends per user at 1M users (~10M undirected edges)"})
-    warmup_steps: int = field(default=5, metadata={"help": "untimed steps first (loads kernels, one social refresh)"})
-    min_steps: int = field(default=20, metadata={"help": "timed steps at least (rounded up to whole refresh periods)"})
-    min_seconds: float = field(default=3.0, metadata={"help": "timed seconds at least per configuration"})
-    loop_users: int = field(default=1_000, metadata={"help": "users of the per-user Python loop baseline"})
-    seed: int = field(default=0, metadata={"help": "reset seed of the dynamics"})
-    threads: int = field(default=0, metadata={"help": "numba threads of the vector env (NUMBA_NUM_THREADS); 0: numba's default"})
-    one: str = field(default="", metadata={"help": "internal: run one configuration (JSON) and print its result as JSON"})
+    quick: bool = _arg(False, "smoke run: 1k and 10k users, random embeddings, short timings")
+    profile: bool = _arg(True, "also time each stage of env.step at the middle size, social on")
+    num_items: int = _arg(10_000, "catalog size")
+    num_candidates: int = _arg(20, "C items retrieved per user and step")
+    slate_size: int = _arg(10, "k positions the (fixed) policy fills")
+    num_interests: int = _arg(4, "K interest vectors per user")
+    embedding_dim: int = _arg(64, "d")
+    embedding_model: str = _arg("minilm", "item embeddings below 1M users: minilm or random")
+    embedding_model_1m: str = _arg("minilm", "item embeddings at 1M users (random: no MiniLM run on a cold cache)")
+    mean_degree: float = _arg(10.0, "mean friends per user with social on, below 1M users")
+    mean_degree_1m: float = _arg(20.0, "mean friends per user at 1M users (~10M undirected edges)")
+    warmup_steps: int = _arg(5, "untimed steps first (loads kernels, one social refresh)")
+    min_steps: int = _arg(20, "timed steps at least (rounded up to whole refresh periods)")
+    min_seconds: float = _arg(3.0, "timed seconds at least per configuration")
+    loop_users: int = _arg(1_000, "users of the per-user Python loop baseline")
+    repeats: int = _arg(1, "runs of each configuration, round-robin; the fastest is kept (a shared machine is noisy)")
+    seed: int = _arg(0, "reset seed of the dynamics")
+    threads: int = _arg(0, "numba threads of the vector env (NUMBA_NUM_THREADS); 0: numba's default")
+    one: str = _arg("", "internal: run one configuration (JSON) and print its result as JSON")
 
 
 def parse_args() -> Args:
@@ -61,7 +70,8 @@ def parse_args() -> Args:
     for f in dataclasses.fields(Args):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float, "str": str}[f.type]
             parser.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
@@ -278,7 +288,7 @@ def _time_steps(step, cfg: dict, period: int) -> dict:
         elapsed = time.perf_counter() - t0
         if period * len(windows) >= cfg["min_steps"] and elapsed >= cfg["min_seconds"]:
             return {"steps": period * len(windows), "seconds": elapsed, "cpu_seconds": _cpu_seconds() - c0,
-                    "median_window_s": float(np.median(windows)), "period": period}
+                    "median_window_s": float(np.median(windows)), "best_window_s": min(windows), "period": period}
 
 
 class _StageTimer:
@@ -347,11 +357,16 @@ def run_vector(cfg: dict) -> dict:
     import numba
 
     import simenv  # noqa: F401  (registers RecSim-LLM-v0)
+    import simenv.simulation
 
+    # the world build (catalog, users, graph) is timed inside make_vec, so that memory use is as in real use
+    world_timer = _StageTimer()
+    world_timer.wrap(simenv.simulation, "build_world", "world")
     t0 = time.perf_counter()
     env = gym.make_vec("RecSim-LLM-v0", num_envs=cfg["users"], vectorization_mode="vector_entry_point",
                        **env_kwargs(cfg))
-    build_s = time.perf_counter() - t0
+    make_s = time.perf_counter() - t0
+    build_s = world_timer.total.get("world", float("nan"))
     t0 = time.perf_counter()
     env.reset(seed=cfg["seed"])
     reset_s = time.perf_counter() - t0
@@ -360,9 +375,9 @@ def run_vector(cfg: dict) -> dict:
         env.step(actions)
     timer = _instrument(env) if cfg.get("profile") else None
     out = _time_steps(lambda: env.step(actions), cfg, env.unwrapped.world.dynamics.social_interval)
-    out.update(rss_stepping_gb=_rss_now_gb(), build_s=build_s, reset_s=reset_s,
+    out.update(rss_stepping_gb=_rss_now_gb(), build_s=build_s, env_s=make_s - build_s, reset_s=reset_s,
                edges=int(env.unwrapped.world.social.num_edges // 2),
-               threads=numba.get_num_threads())
+               numba_threads=numba.get_num_threads())
     if timer is not None:
         out["stages_ms"] = {k: 1e3 * v / out["steps"] for k, v in timer.total.items()}
     return out
@@ -375,8 +390,8 @@ def run_loop(cfg: dict) -> dict:
     world_config, env_config = split_kwargs(env_kwargs(cfg))
     t0 = time.perf_counter()
     world = build_world(world_config)
-    env = LoopEnv(world, env_config, env_config.choice, cfg["seed"])
     build_s = time.perf_counter() - t0
+    env = LoopEnv(world, env_config, env_config.choice, cfg["seed"])
     t0 = time.perf_counter()
     env.reset()
     reset_s = time.perf_counter() - t0
@@ -384,8 +399,8 @@ def run_loop(cfg: dict) -> dict:
     for _ in range(cfg["warmup_steps"]):
         env.step(positions)
     out = _time_steps(lambda: env.step(positions), cfg, world.dynamics.social_interval)
-    out.update(rss_stepping_gb=_rss_now_gb(), build_s=build_s, reset_s=reset_s, edges=int(world.social.num_edges // 2),
-               threads=1)
+    out.update(rss_stepping_gb=_rss_now_gb(), build_s=build_s, env_s=0.0, reset_s=reset_s,
+               edges=int(world.social.num_edges // 2), numba_threads=1)
     return out
 
 
@@ -412,7 +427,8 @@ def run_one(cfg: dict) -> dict:
     out["mean_user_steps_per_s"] = cfg["users"] * out["steps"] / out["seconds"]
     out["user_steps_per_s"] = cfg["users"] * out["period"] / out["median_window_s"]
     out["ns_per_user_step"] = 1e9 / out["user_steps_per_s"]
-    out["cpu_share"] = out["cpu_seconds"] / (out["seconds"] * out["threads"])
+    out["cpu_share"] = out["cpu_seconds"] / (out["seconds"] * out["numba_threads"])
+    out["best_user_steps_per_s"] = cfg["users"] * out["period"] / out["best_window_s"]
     return out
 
 
@@ -441,7 +457,7 @@ def main() -> None:
         args.min_seconds, args.min_steps = 0.5, 10
     sizes = [1_000, 10_000] if args.quick else [1_000, 100_000, 1_000_000]
     mid, big = sizes[1], sizes[-1]
-    base = {k: v for k, v in vars(args).items() if k not in ("quick", "profile", "one", "loop_users")}
+    base = {k: v for k, v in vars(args).items() if k not in ("quick", "profile", "one", "loop_users", "repeats")}
 
     def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False) -> dict:
         huge = users >= 1_000_000
@@ -452,44 +468,58 @@ def main() -> None:
     configs = [config("loop", args.loop_users, True)]
     for n in sizes:
         for social in (True, False):
-            for features in ((True, False) if n >= mid else (True,)):
+            for features in (True, False):
                 configs.append(config("vector", n, social, features))
     if args.profile:
-        configs.append(config("vector", mid, True, True, profile=True))
+        configs += [config("vector", mid, True, features, profile=True) for features in (False, True)]
 
     print(f"# recsim-llm vector env throughput ({os.cpu_count()} cores, load average at start "
           f"{os.getloadavg()[0]:.1f}, numpy {np.__version__})\n", flush=True)
+    runs: list[list[dict]] = [[] for _ in configs]
+    for rep in range(args.repeats):  # round-robin, so that a burst of load elsewhere hits one run of a config
+        for cfg, done in zip(configs, runs):
+            if done and "error" in done[-1]:
+                continue  # failed (out of memory): trying again would fail again
+            t0 = time.perf_counter()
+            r = spawn(cfg)
+            done.append(r)
+            figure = r["error"] if "error" in r else f"{r['user_steps_per_s']:,.0f} user-steps/s"
+            print(f"  [{rep + 1}/{args.repeats}] {r['kind']} users={r['users']:,} social={r['social']} "
+                  f"features={r['candidate_features']}{' (profiled)' if r['profile'] else ''}: {figure} "
+                  f"[{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
     results = []
-    for cfg in configs:
-        t0 = time.perf_counter()
-        r = spawn(cfg)
+    for done in runs:
+        ok = [r for r in done if "error" not in r]
+        r = dict(max(ok, key=lambda r: r["user_steps_per_s"]) if ok else done[-1])
+        r["runs"] = len(done)
+        r["peak_rss_gb"] = max((x["peak_rss_gb"] for x in done if "peak_rss_gb" in x), default=float("nan"))
         results.append(r)
-        figure = r["error"] if "error" in r else f"{r['user_steps_per_s']:,.0f} user-steps/s"
-        print(f"  ran {r['kind']} users={r['users']:,} social={r['social']} features={r['candidate_features']}"
-              f"{' (profiled)' if r['profile'] else ''}: {figure} [{time.perf_counter() - t0:.0f} s]",
-              file=sys.stderr, flush=True)
 
     timed = [r for r in results if not r["profile"]]
-    print("| engine | users | social | undirected edges | cand. features | embeddings | world build s | timed steps "
-          "| user-steps/s (median window) | mean | ns/user-step | CPU share | RSS after steps GB | peak RSS GB |")
-    print("|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| engine | users | social | undirected edges | cand. features | embeddings | world build s | env make s "
+          "| timed steps "
+          "| user-steps/s (median window) | best window | mean | ns/user-step | CPU share | RSS after steps GB "
+          "| peak RSS GB |")
+    print("|---|---:|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in timed:
         engine = ("per-user Python loop" if r["kind"] == "loop"
-                  else "vector env" + (f" ({r['threads']} threads)" if "threads" in r else ""))
+                  else "vector env" + (f" ({r['numba_threads']} threads)" if "numba_threads" in r else ""))
         edges = f"{r['edges']:,}" if "edges" in r else "-"
         head = (f"| {engine} | {r['users']:,} | {'on' if r['social'] else 'off'} | {edges} "
                 f"| {'yes' if r['candidate_features'] else 'no'} | {r['embedding_model']} ")
         if "error" in r:
             peak = f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "-"
-            print(head + f"| - | - | failed: {r['error']} | - | - | - | - | {peak} |")
+            print(head + f"| - | - | - | failed: {r['error']} | - | - | - | - | - | {peak} |")
             continue
-        print(head + f"| {r['build_s']:.1f} | {r['steps']:,} | {r['user_steps_per_s']:,.0f} "
-              f"| {r['mean_user_steps_per_s']:,.0f} | {r['ns_per_user_step']:,.0f} | {r['cpu_share']:.2f} "
+        print(head + f"| {r['build_s']:.1f} | {r['env_s']:.1f} | {r['steps']:,} | {r['user_steps_per_s']:,.0f} "
+              f"| {r['best_user_steps_per_s']:,.0f} | {r['mean_user_steps_per_s']:,.0f} | {r['ns_per_user_step']:,.0f} "
+              f"| {r['cpu_share']:.2f} "
               f"| {r['rss_stepping_gb']:.2f} | {r['peak_rss_gb']:.2f} |")
-    print(f"\nuser-steps/s is the median over windows of one social refresh period each; CPU share = process CPU "
+    print(f"\nuser-steps/s is the median over windows of one social refresh period each (best of {args.repeats} "
+          f"run{'s' if args.repeats > 1 else ''}; ns/user-step is its inverse); CPU share = process CPU "
           f"time / (wall time x threads) while timing: well below 1 means other processes took the cores "
-          f"(load average now {os.getloadavg()[0]:.1f}). World build includes the graph and the (cached) item "
-          "embeddings.")
+          f"(load average now {os.getloadavg()[0]:.1f}). World build: catalog (cached item embeddings), users and "
+          "social graph; env make: the rest of gym.make_vec (world copy, spaces).")
 
     def find(kind: str, users: int, social: bool, features: bool) -> dict | None:
         return next((r for r in timed if (r["kind"], r["users"], r["social"], r["candidate_features"])
@@ -503,7 +533,8 @@ def main() -> None:
     same = find("vector", args.loop_users, True, True)
     if loop and same:
         print(f"- vector / loop at {args.loop_users:,} users, social on: "
-              f"**{same['user_steps_per_s'] / loop['user_steps_per_s']:,.0f}x** ({ups(same)} vs {ups(loop)} user-steps/s)")
+              f"**{same['user_steps_per_s'] / loop['user_steps_per_s']:,.0f}x** "
+              f"({ups(same)} vs {ups(loop)} user-steps/s)")
     vectors = [r for r in timed if r["kind"] == "vector" and "error" not in r]
     if loop and vectors:
         best = max(vectors, key=lambda r: r["user_steps_per_s"])
@@ -522,7 +553,8 @@ def main() -> None:
             if len(found) < 2:
                 continue
             ns = [x for _, x in found]
-            print(f"- ns/user-step, social {'on' if social else 'off'}, candidate features {'on' if features else 'off'}: "
+            print(f"- ns/user-step, social {'on' if social else 'off'}, "
+                  f"candidate features {'on' if features else 'off'}: "
                   + ", ".join(f"{x:,.0f} at {n:,}" for n, x in found)
                   + f" (largest/smallest {max(ns) / min(ns):.2f}; target: flat)")
     for features in (False, True):
@@ -531,7 +563,8 @@ def main() -> None:
         if r is None:
             continue
         if "error" in r:
-            print(f"- {big:,} users, social on, candidate features {'on' if features else 'off'}: failed ({r['error']}) "
+            print(f"- {big:,} users, social on, candidate features {'on' if features else 'off'}: "
+                  f"failed ({r['error']}) "
                   f"(target < {TARGET_RSS_GB:.0f} GB: missed)")
             continue
         verdict = "met" if r["peak_rss_gb"] < TARGET_RSS_GB else "missed"
@@ -539,21 +572,35 @@ def main() -> None:
               f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['rss_stepping_gb']:.2f} GB after the steps "
               f"(target < {TARGET_RSS_GB:.0f} GB: {verdict})")
 
-    prof = next((r for r in results if r["profile"] and "error" not in r), None)
-    if prof:
-        stages = prof["stages_ms"]
-        total = 1e3 * prof["seconds"] / prof["steps"]  # stage timers sum over all windows, so the mean
-        stages["timers and untimed glue"] = total - sum(stages.values())
-        print(f"\n## Where a step goes: {mid:,} users, social on, candidate features on "
-              f"({prof['mean_user_steps_per_s']:,.0f} user-steps/s mean with timers, CPU share {prof['cpu_share']:.2f})\n")
-        print("| stage | ms/step | share | ns/user-step |")
-        print("|---|---:|---:|---:|")
-        for name, ms in sorted(stages.items(), key=lambda kv: -kv[1]):
-            print(f"| {name} | {ms:.2f} | {ms / total:.0%} | {1e6 * ms / mid:.0f} |")
-        print(f"| **step (total)** | **{total:.2f}** | 100% | **{1e6 * total / mid:.0f}** |")
-        print(f"\nExclusive times (a stage's time minus the timed stages inside it). The 2M user-steps/s target is "
-              f"{1e3 * mid / TARGET_UPS:.0f} ms per step at {mid:,} users; the social refresh kernels run every "
-              "social_interval ticks and are averaged over the steps.")
+    profiles = {r["candidate_features"]: r for r in results if r["profile"] and "error" not in r}
+    if profiles:
+        tables = {}
+        for features, r in profiles.items():
+            stages = dict(r["stages_ms"])
+            total = 1e3 * r["seconds"] / r["steps"]  # the stage timers sum over all windows: compare with the mean
+            stages["timers and untimed glue"] = total - sum(stages.values())
+            tables[features] = (stages, total)
+        order = sorted({name for stages, _ in tables.values() for name in stages},
+                       key=lambda name: -max(stages.get(name, 0.0) for stages, _ in tables.values()))
+        print(f"\n## Where a step goes: {mid:,} users, social on\n")
+        print("Exclusive times: a stage's time minus the timed stages inside it; the social refresh kernels run "
+              "every social_interval ticks and are averaged over the steps. "
+              + "; ".join(f"candidate features {'on' if f else 'off'}: {r['mean_user_steps_per_s']:,.0f} user-steps/s "
+                          f"mean with timers, CPU share {r['cpu_share']:.2f}" for f, r in sorted(profiles.items()))
+              + f". The 2M user-steps/s target is {1e3 * mid / TARGET_UPS:.0f} ms per step.\n")
+        columns = sorted(tables)
+        print("| stage | " + " | ".join(f"features {'on' if f else 'off'}: ms/step | share | ns/user-step"
+                                        for f in columns) + " |")
+        print("|---|" + "---:|---:|---:|" * len(columns))
+        for name in order:
+            cells = []
+            for f in columns:
+                stages, total = tables[f]
+                ms = stages.get(name, 0.0)
+                cells.append(f"{ms:.2f} | {ms / total:.0%} | {1e6 * ms / mid:.0f}")
+            print(f"| {name} | " + " | ".join(cells) + " |")
+        print("| **step (total)** | " + " | ".join(f"**{tables[f][1]:.2f}** | 100% | **{1e6 * tables[f][1] / mid:.0f}**"
+                                                  for f in columns) + " |")
 
 
 if __name__ == "__main__":

@@ -204,3 +204,15 @@ def test_single_env_info_shows_the_titles_of_the_slate():
     _, _, _, _, info = env.step(np.arange(5))
     titles = env.unwrapped.world.catalog.titles
     assert info["titles"] == [titles[i] for i in info["slate"]]
+
+
+def test_a_movielens_format_world_runs_behind_the_same_api():
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "fixtures" / "ml-tiny"
+    env = gym.make_vec("RecSim-LLM-v0", num_envs=30, vectorization_mode="vector_entry_point",
+                       dataset="movielens", dataset_path=str(fixture), num_candidates=10)
+    obs, _ = env.reset(seed=0)
+    assert env.unwrapped.world.num_users == 30 and env.unwrapped.world.num_items == 40
+    _, reward, _, _, info = env.step(np.tile(np.arange(5), (30, 1)))
+    assert reward.shape == (30,) and set(np.unique(info["rating"])) <= {0, 1, 2, 3, 4, 5}
