@@ -3,9 +3,6 @@
 subprocesses and Ray workers)."""
 from gymnasium import register
 
-from simenv.config import EnvConfig, WorldConfig
-from simenv.dynamics import DynamicsConfig
-
 ENV_ID = "RecSim-LLM-v0"
 
 register(
@@ -14,4 +11,18 @@ register(
     vector_entry_point="simenv.vector:RecSimLLMVectorEnv",
 )
 
-__all__ = ["ENV_ID", "DynamicsConfig", "EnvConfig", "WorldConfig"]
+_EXPORTS = {"DynamicsConfig": "simenv.dynamics", "EnvConfig": "simenv.config", "WorldConfig": "simenv.config",
+            "World": "simenv.world", "build_world": "simenv.world"}
+
+
+def __getattr__(name: str):
+    # lazy, so that importing a leaf module (simenv.rng from agents) does not import the config
+    # modules, which import agents back
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'simenv' has no attribute {name!r}")
+
+
+__all__ = ["ENV_ID", *_EXPORTS]

@@ -34,6 +34,23 @@ class SlateSpace(spaces.MultiDiscrete):
         return f"SlateSpace(num_candidates={int(self.nvec.flat[0])}, shape={self.shape})"
 
 
+def batch_dict_space(single: spaces.Dict, n: int) -> spaces.Dict:
+    """``batch_space`` for a Dict of Boxes, with bounds as broadcast views instead of n tiled copies.
+
+    Gymnasium's ``batch_space`` tiles every bound array n times: 12.7 GB of bounds for a million
+    users with candidate features. The views hold the same values at no cost.
+    """
+    out = {}
+    for key, box in single.spaces.items():
+        shape = (n, *box.shape)
+        batched = spaces.Box(low=box.low[None], high=box.high[None], dtype=box.dtype)
+        for name in ("low", "high", "bounded_below", "bounded_above"):
+            setattr(batched, name, np.broadcast_to(getattr(box, name), shape))
+        batched._shape = shape
+        out[key] = batched
+    return spaces.Dict(out)
+
+
 def observation_space(num_user_features: int, memory_size: int, num_candidates: int, num_items: int,
                       dim: int, candidate_features: bool) -> spaces.Dict:
     """The single-user observation space (see ``RecSimLLMEnv`` for the meaning of each key)."""

@@ -6,11 +6,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
 
 from simenv.config import split_kwargs
 from simenv.simulation import Simulation
-from simenv.spaces import SlateSpace, observation_space
+from simenv.spaces import SlateSpace, batch_dict_space, observation_space
 from simenv.world import World
 
 
@@ -46,7 +45,7 @@ class RecSimLLMVectorEnv(VectorEnv):
             self.sim.num_user_features, w.population.memory_size, env_config.num_candidates, w.num_items,
             w.catalog.dim, env_config.candidate_features)
         self.single_action_space = SlateSpace(env_config.num_candidates, env_config.slate_size)
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.observation_space = batch_dict_space(self.single_observation_space, num_envs)
         self.action_space = SlateSpace(env_config.num_candidates, env_config.slate_size, batch=num_envs)
         self._started = False
 

@@ -38,6 +38,10 @@ def test_module_qualified_id_registers_without_prior_import():
     assert out.stdout.strip().endswith("RecSimLLMEnv")
 
 
+def test_the_user_model_package_imports_on_its_own():
+    subprocess.run([sys.executable, "-c", "import agents"], check=True)
+
+
 def test_make_vec_uses_the_native_vector_env():
     env = gym.make_vec("RecSim-LLM-v0", num_envs=8, **SMALL)
     assert type(env).__name__ == "RecSimLLMVectorEnv"
