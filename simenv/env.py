@@ -8,7 +8,7 @@ import numpy as np
 
 from simenv.config import split_kwargs
 from simenv.simulation import Simulation
-from simenv.spaces import SlateSpace, observation_space
+from simenv.spaces import SlateSpace
 from simenv.world import World
 
 
@@ -72,10 +72,7 @@ class RecSimLLMEnv(gym.Env):
         world_config, env_config = split_kwargs(kwargs)
         self.sim = Simulation(world_config, env_config, num_slots=1, world=world)
         self.config = env_config
-        w = self.sim.world
-        self.observation_space = observation_space(
-            self.sim.num_user_features, w.population.memory_size, env_config.num_candidates, w.num_items,
-            w.catalog.dim, env_config.candidate_features)
+        self.observation_space = self.sim.observation_space()
         self.action_space = SlateSpace(env_config.num_candidates, env_config.slate_size)
         self._started = False
         self._last_info: dict[str, Any] = {}

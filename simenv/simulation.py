@@ -18,6 +18,7 @@ from agents.base import Responses, resolve_user_model
 from simenv.config import EnvConfig, WorldConfig
 from simenv.retrieval import draw_candidates, popular_share_of
 from simenv.rng import world_key
+from simenv.spaces import observation_space
 from simenv.world import World, build_world
 
 _CODES = {1: "is out of range", 2: "repeats a position"}
@@ -240,6 +241,8 @@ class Simulation:
             obs["candidate_features"] = feats
         return obs
 
-    @property
-    def num_user_features(self) -> int:
-        return self.world.population.persona.num_features + 1
+    def observation_space(self):
+        """The single-user observation space of what ``observe`` returns per slot."""
+        w, cfg = self.world, self.config
+        return observation_space(w.population.persona.num_features + 1, w.population.memory_size,
+                                 cfg.num_candidates, w.num_items, w.catalog.dim, cfg.candidate_features)

@@ -9,7 +9,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 from simenv.config import split_kwargs
 from simenv.simulation import Simulation
-from simenv.spaces import SlateSpace, batch_dict_space, observation_space
+from simenv.spaces import SlateSpace, batch_dict_space
 from simenv.world import World
 
 
@@ -40,10 +40,7 @@ class RecSimLLMVectorEnv(VectorEnv):
         self.config = env_config
         self.num_envs = num_envs
         self.render_mode = render_mode
-        w = self.sim.world
-        self.single_observation_space = observation_space(
-            self.sim.num_user_features, w.population.memory_size, env_config.num_candidates, w.num_items,
-            w.catalog.dim, env_config.candidate_features)
+        self.single_observation_space = self.sim.observation_space()
         self.single_action_space = SlateSpace(env_config.num_candidates, env_config.slate_size)
         self.observation_space = batch_dict_space(self.single_observation_space, num_envs)
         self.action_space = SlateSpace(env_config.num_candidates, env_config.slate_size, batch=num_envs)
