@@ -184,6 +184,17 @@ def _initial_interests(
 
 # ---------------------------------------------------------------- file parsing
 
+def _sorted_unique_ids(ids: list[int], path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted int64 ids, the order that sorts them); a repeated id is an error naming the file."""
+    raw = np.asarray(ids, np.int64)
+    order = np.argsort(raw, kind="stable")
+    sorted_ids = raw[order]
+    dup = np.flatnonzero(np.diff(sorted_ids) == 0)
+    if len(dup):
+        raise ValueError(f"{path}: {what} id {sorted_ids[dup[0]]} appears twice; ids must be unique.")
+    return sorted_ids, order
+
+
 def _lines(path: Path, encoding: str = "latin-1") -> list[tuple[int, str]]:
     """(1-based line number, text) of the non-blank lines; a clear error if the file is missing."""
     if not path.is_file():
@@ -237,12 +248,7 @@ def _read_items(path: Path, genre_names: Sequence[str]
         flags.append([f == "1" for f in parts[5:]])
     if not ids:
         raise ValueError(f"{path}: no items; expected {_FORMATS['u.item']}.")
-    item_ids = np.asarray(ids, np.int64)
-    order = np.argsort(item_ids, kind="stable")
-    item_ids = item_ids[order]
-    dup = np.flatnonzero(np.diff(item_ids) == 0)
-    if len(dup):
-        raise ValueError(f"{path}: item id {item_ids[dup[0]]} appears twice; ids must be unique.")
+    item_ids, order = _sorted_unique_ids(ids, path, "item")
     genres = np.asarray(flags, bool).reshape(len(ids), g)[order]
     names = tuple(genre_names)
     untagged = ~genres.any(axis=1)
@@ -285,12 +291,7 @@ def _read_users(path: Path, occupations: tuple[str, ...]) -> tuple[np.ndarray, P
         jobs.append(occupation_names.index(job))
     if not ids:
         raise ValueError(f"{path}: no users; expected {_FORMATS['u.user']}.")
-    user_ids = np.asarray(ids, np.int64)
-    order = np.argsort(user_ids, kind="stable")
-    user_ids = user_ids[order]
-    dup = np.flatnonzero(np.diff(user_ids) == 0)
-    if len(dup):
-        raise ValueError(f"{path}: user id {user_ids[dup[0]]} appears twice; ids must be unique.")
+    user_ids, order = _sorted_unique_ids(ids, path, "user")
     persona = Persona(
         age=np.asarray(ages, np.int16)[order],
         gender=np.asarray(genders, np.int8)[order],
