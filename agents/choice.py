@@ -154,6 +154,28 @@ def _values(users, items, emb, quality, interests, weights, satiation, spill, p,
                 out[b, j] = v
 
 
+@njit(parallel=True, fastmath=True, cache=True)
+def _probabilities(users, slates, emb, quality, interests, weights, satiation, boredom, spill, p, out):
+    tau, omega, lam, bq, bs, rho, c0, bb = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
+    n, k_slate = slates.shape
+    for chunk in prange((n + _CHUNK - 1) // _CHUNK):
+        log_w = np.empty(weights.shape[1], np.float32)
+        for b in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
+            u = users[b]
+            _log_weights(u, weights, log_w)
+            total = np.float32(math.exp(min(c0 + bb * boredom[u], np.float32(30.0))))
+            for j in range(k_slate):
+                item = slates[b, j]
+                v = (_affinity(u, item, emb, interests, log_w, satiation, omega, lam) / tau
+                     + bq * (quality[item] - np.float32(0.5)) - rho * np.float32(math.log(1.0 + j)))
+                if _in_spill(u, item, spill):
+                    v += bs
+                out[b, j] = np.float32(math.exp(max(min(v, np.float32(30.0)), np.float32(-30.0))))
+                total += out[b, j]
+            for j in range(k_slate):
+                out[b, j] /= total
+
+
 class MultinomialLogitUser:
     """The embedded default user simulator (formulas in the module docstring)."""
 
@@ -183,4 +205,15 @@ class MultinomialLogitUser:
         c, p = world.catalog, world.population
         _values(np.asarray(users, np.int64), np.ascontiguousarray(items, np.int32), c.embeddings, c.quality,
                 p.interests, p.weights, p.satiation, world.spill, self._p, out)
+        return out
+
+    def choice_probabilities(self, world: "World", users: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """(B, k) float32 probability that each user takes each slate position (item ids in ``slates``)
+        in their current state; ``1 - sum`` is the no-click probability. The exact expectation of what
+        ``respond`` samples: audits use it to measure engagement and damage without sampling noise."""
+        slates = np.ascontiguousarray(np.atleast_2d(slates), np.int32)
+        out = np.empty(slates.shape, np.float32)
+        c, p = world.catalog, world.population
+        _probabilities(np.asarray(users, np.int64), slates, c.embeddings, c.quality, p.interests, p.weights,
+                       p.satiation, p.boredom, world.spill, self._p, out)
         return out
