@@ -5,7 +5,8 @@ positions 0..k-1 for every user), so no policy time is counted. With ``num_envs 
 user of the world is served every step; a user-step is one user shown one slate. Sizes 1k, 100k and 1M
 users, each with social influence on (default dynamics, ``social_graph="sbm"``) and off
 (``social_graph="none"``, ``dynamics={"social": False, "spillover": False}``), with and without
-candidate features in the observation.
+candidate features in the observation. The bias audit (``simenv.audit``) is on, as by default; the same
+configurations with ``audit=False`` measure its overhead.
 
 The baseline is the same dynamics written the RecSim way: one Python object per user, stepped one user
 at a time with per-user numpy ops (``LoopUser`` below), measured in the same run on 1k users.
@@ -86,7 +87,8 @@ def env_kwargs(cfg: dict) -> dict:
     """Keyword arguments of ``gym.make_vec("RecSim-LLM-v0", ...)`` for one benchmark configuration."""
     kw = dict(num_users=cfg["users"], num_items=cfg["num_items"], num_candidates=cfg["num_candidates"],
               slate_size=cfg["slate_size"], num_interests=cfg["num_interests"], embedding_dim=cfg["embedding_dim"],
-              embedding_model=cfg["embedding_model"], candidate_features=cfg["candidate_features"])
+              embedding_model=cfg["embedding_model"], candidate_features=cfg["candidate_features"],
+              audit=cfg.get("audit", True))
     if cfg["social"]:
         kw.update(social_graph="sbm", mean_degree=cfg["mean_degree"])
     else:
@@ -318,7 +320,8 @@ class _StageTimer:
         setattr(owner, attr, timed)
 
 
-_KERNEL_MODULES = ("simenv.simulation", "simenv.dynamics", "simenv.retrieval", "agents.choice", "agents.base")
+_KERNEL_MODULES = ("simenv.simulation", "simenv.dynamics", "simenv.retrieval", "agents.choice", "agents.base",
+                   "simenv.audit.monitor")
 
 
 def _instrument(env) -> _StageTimer:
@@ -340,12 +343,15 @@ def _instrument(env) -> _StageTimer:
         (world, "tick", "python: World.tick"),
         (sim, "_retrieve", "python: _retrieve"),
         (sim, "observe", "python: observe (allocations, copies)"),
+        (sim.monitor, "before_step", "python: audit snapshot before the step"),
+        (sim.monitor, "after_step", "python: audit after_step"),
+        (sim.monitor, "_snapshot", "python: audit population snapshot"),
     ]:
         t.wrap(owner, attr, label)
     for name in _KERNEL_MODULES:
         module = importlib.import_module(name)
         for attr, obj in list(vars(module).items()):
-            if isinstance(obj, Dispatcher) and obj.targetoptions.get("parallel"):
+            if isinstance(obj, Dispatcher) and (obj.targetoptions.get("parallel") or attr == "_expose"):
                 t.wrap(module, attr, f"kernel {obj.py_func.__module__.rsplit('.', 1)[-1]}.{obj.__name__}")
             elif attr == "social_refresh" and callable(obj):
                 t.wrap(module, attr, "python: social_refresh")
@@ -459,10 +465,11 @@ def main() -> None:
     mid, big = sizes[1], sizes[-1]
     base = {k: v for k, v in vars(args).items() if k not in ("quick", "profile", "one", "loop_users", "repeats")}
 
-    def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False) -> dict:
+    def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False,
+               audit: bool = True) -> dict:
         huge = users >= 1_000_000
         return {**base, "kind": kind, "users": users, "social": social, "candidate_features": features,
-                "profile": profile, "mean_degree": args.mean_degree_1m if huge else args.mean_degree,
+                "profile": profile, "audit": audit, "mean_degree": args.mean_degree_1m if huge else args.mean_degree,
                 "embedding_model": args.embedding_model_1m if huge else args.embedding_model}
 
     configs = [config("loop", args.loop_users, True)]
@@ -470,6 +477,7 @@ def main() -> None:
         for social in (True, False):
             for features in (True, False):
                 configs.append(config("vector", n, social, features))
+        configs.append(config("vector", n, True, False, audit=False))
     if args.profile:
         configs += [config("vector", mid, True, features, profile=True) for features in (False, True)]
 
@@ -495,7 +503,8 @@ def main() -> None:
         r["peak_rss_gb"] = max((x["peak_rss_gb"] for x in done if "peak_rss_gb" in x), default=float("nan"))
         results.append(r)
 
-    timed = [r for r in results if not r["profile"]]
+    timed = [r for r in results if not r["profile"] and r["audit"]]
+    bare = [r for r in results if not r["audit"]]
     print("| engine | users | social | undirected edges | cand. features | embeddings | world build s | env make s "
           "| timed steps "
           "| user-steps/s (median window) | best window | mean | ns/user-step | CPU share | RSS after steps GB "
@@ -571,6 +580,16 @@ def main() -> None:
         print(f"- {big:,} users, {r['edges']:,} undirected edges, candidate features {'on' if features else 'off'}: "
               f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['rss_stepping_gb']:.2f} GB after the steps "
               f"(target < {TARGET_RSS_GB:.0f} GB: {verdict})")
+
+    print("\n## Overhead of the bias audit (social on, candidate features off)\n")
+    print("| users | audit off: user-steps/s | audit on | overhead |")
+    print("|---:|---:|---:|---:|")
+    for r in bare:
+        on = find("vector", r["users"], True, False)
+        if "error" in r or on is None:
+            continue
+        print(f"| {r['users']:,} | {ups(r)} | {ups(on)} "
+              f"| {r['user_steps_per_s'] / on['user_steps_per_s'] - 1:+.1%} |")
 
     profiles = {r["candidate_features"]: r for r in results if r["profile"] and "error" not in r}
     if profiles:

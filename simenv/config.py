@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from agents.choice import ChoiceConfig
+from simenv.audit.monitor import AuditConfig
 from simenv.dynamics import DynamicsConfig
 from simenv.retrieval import SAMPLERS
 
@@ -74,6 +75,7 @@ class EnvConfig:
     popular_share: float = 0.5  # for candidate_sampler="mixed"
     candidate_features: bool = True  # include (C, d + 1) candidate features in observations
     info_titles: bool = False  # vector env: add shown titles to info (single env always does)
+    audit: AuditConfig = field(default_factory=AuditConfig)  # bias measurements; False switches them off
 
     def __post_init__(self) -> None:
         for name in ("num_candidates", "slate_size", "horizon"):
@@ -91,6 +93,12 @@ class EnvConfig:
             raise ValueError(f"popular_share={self.popular_share!r}: must be in [0, 1].")
         if isinstance(self.choice, dict):
             object.__setattr__(self, "choice", _build(ChoiceConfig, self.choice, "choice"))
+        if isinstance(self.audit, bool):
+            object.__setattr__(self, "audit", AuditConfig(enabled=self.audit))
+        elif isinstance(self.audit, dict):
+            object.__setattr__(self, "audit", _build(AuditConfig, self.audit, "audit"))
+        elif not isinstance(self.audit, AuditConfig):
+            raise TypeError(f"audit={self.audit!r}: pass True/False, a dict of AuditConfig fields or an AuditConfig.")
 
 
 def _positive_int(name: str, value: Any) -> None:

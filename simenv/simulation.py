@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from agents.base import Responses, resolve_user_model
+from simenv.audit.monitor import Monitor
 from simenv.config import EnvConfig, WorldConfig
 from simenv.retrieval import draw_candidates, popular_share_of
 from simenv.rng import world_key
@@ -85,6 +86,7 @@ class Simulation:
         choice_opts = {"config": env_config.choice} if env_config.user_model in ("embedded", "mnl") else {}
         self.user_model = resolve_user_model(env_config.user_model, **choice_opts)
         self._popular_share = popular_share_of(env_config.candidate_sampler, env_config.popular_share)
+        self.monitor = Monitor(env_config.audit, env_config.slate_size) if env_config.audit.enabled else None
         # the world at time zero: made once, copied by every restart
         self.initial_world = world.copy() if world is not None else build_world(world_config)
         self._set_world(self.initial_world.copy())
@@ -114,6 +116,8 @@ class Simulation:
         self.slot_step = np.zeros(n, np.int32)
         self.needs_reset = np.zeros(n, bool)
         self.candidates = np.zeros((n, c.num_candidates), np.int32)
+        if self.monitor is not None:
+            self.monitor.reset(world)
 
     def restart(self, seed: int) -> None:
         """Return to the world at time zero, with the random streams of the dynamics keyed by ``seed``."""
@@ -172,6 +176,9 @@ class Simulation:
         slates = np.empty((n, cfg.slate_size), np.int32)
         _gather(self.candidates, a, slates)
         users = self.slot_user
+        snapshot = self.monitor is not None and self.monitor.due(w.clock)
+        if snapshot:
+            self.monitor.before_step(w, self.user_model, users, self.candidates, a, active)
         responses = self._respond(users, slates, active)
         left = w.apply(users, slates, responses, active)
         self.slot_step[active] += 1
@@ -194,6 +201,8 @@ class Simulation:
             self.next_sessions(resetting)
         self.needs_reset = terminated | truncated
         w.tick()
+        if self.monitor is not None:
+            self.monitor.after_step(w, users, slates, responses.choice, responses.rating, active, snapshot)
         self._retrieve(~self.needs_reset)
         return reward, terminated, truncated, active, info
 
