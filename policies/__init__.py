@@ -14,6 +14,7 @@ from policies.linucb import LinUCBPolicy
 from policies.logs import collect_interactions
 from policies.mf import MatrixFactorizationPolicy
 from policies.simple import OraclePolicy, PopularityPolicy, RandomPolicy
+from policies.stochastic import PlackettLucePolicy
 
 POLICIES: dict[str, type[BasePolicy]] = {
     "random": RandomPolicy,
@@ -37,5 +38,6 @@ def make_policy(name: str, **kwargs: Any) -> BasePolicy:
 
 __all__ = [
     "POLICIES", "BasePolicy", "ItemKNNPolicy", "LinUCBPolicy", "MatrixFactorizationPolicy", "OraclePolicy",
-    "Policy", "PopularityPolicy", "RandomPolicy", "collect_interactions", "evaluate", "make_policy",
+    "PlackettLucePolicy", "Policy", "PopularityPolicy", "RandomPolicy", "collect_interactions", "evaluate",
+    "make_policy",
 ]

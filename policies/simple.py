@@ -16,6 +16,10 @@ class RandomPolicy(BasePolicy):
         keys = self.rng.random((n, self.num_candidates))
         return np.argsort(keys, axis=1)[:, : self.slate_size].astype(np.int64)
 
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, C) zeros: no candidate is preferred, so a Plackett-Luce policy over it is uniform."""
+        return np.zeros(obs["candidates"].shape, np.float64)
+
 
 class PopularityPolicy(BasePolicy):
     """Ranks candidates by popularity: the catalog prior, plus clicks counted online when ``online``."""
@@ -32,8 +36,14 @@ class PopularityPolicy(BasePolicy):
         # prior counts: popularity share times a pseudo-count, so online clicks can move the ranking
         self.counts = cat.popularity.astype(np.float64) * cat.num_items * 10.0
 
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, C) log click counts of the candidates. The log keeps the ranking of the counts and makes
+        a Plackett-Luce policy over it at temperature 1 sample items in proportion to their counts."""
+        with np.errstate(divide="ignore"):  # a zero count is -inf: never shown by Plackett-Luce
+            return np.log(self.counts[obs["candidates"]])
+
     def act(self, obs):
-        return self.slate_from_scores(self.counts[obs["candidates"]])
+        return self.slate_from_scores(self.scores(obs))
 
     def update(self, obs, actions, rewards, info) -> None:
         if self.online:
@@ -57,6 +67,12 @@ class OraclePolicy(BasePolicy):
             )
         self.model = model
 
-    def act(self, obs):
+    def scores(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """(N, C) the user model's position-free utility of each candidate for the user now served,
+        in the logit units of the choice model (Plackett-Luce at temperature 1 orders slates the way the
+        user's own logit choice weighs items, position effects aside)."""
         users = self.env.sim.slot_user
-        return self.slate_from_scores(self.model.item_values(self.world, users, obs["candidates"]))
+        return self.model.item_values(self.world, users, obs["candidates"]).astype(np.float64)
+
+    def act(self, obs):
+        return self.slate_from_scores(self.scores(obs))

@@ -87,6 +87,8 @@ class Simulation:
         self.user_model = resolve_user_model(env_config.user_model, **choice_opts)
         self._popular_share = popular_share_of(env_config.candidate_sampler, env_config.popular_share)
         self.monitor = Monitor(env_config.audit, env_config.slate_size) if env_config.audit.enabled else None
+        self._pin_item = -1
+        self._pinned: np.ndarray | None = None  # (U,) bool: users whose candidates always hold the pinned item
         # the world at time zero: made once, copied by every restart
         self.initial_world = world.copy() if world is not None else build_world(world_config)
         self._set_world(self.initial_world.copy())
@@ -142,6 +144,34 @@ class Simulation:
         w = self.world
         draw_candidates(self.slot_user, mask, w.population.steps, w.key, w.num_items, self._popular_share,
                         self._pop_cdf, self.candidates)
+        if self._pinned is not None:
+            rows = np.flatnonzero(mask & self._pinned[self.slot_user])
+            cand = self.candidates[rows]
+            has = cand == self._pin_item
+            at = np.where(has.any(axis=1), has.argmax(axis=1), 0)
+            cand[np.arange(len(rows)), at] = cand[:, 0]  # the item's old position gets candidate 0 ...
+            cand[:, 0] = self._pin_item  # ... and the item takes position 0
+            self.candidates[rows] = cand
+
+    def pin(self, item: int | None, users: np.ndarray | None = None) -> None:
+        """Make ``item`` candidate 0 of every later retrieval for ``users`` (steering experiments need the
+        target item to be available to the users they steer); ``pin(None)`` removes the pin.
+
+        The item replaces the first drawn candidate, or swaps with it when it was drawn anyway, so the
+        other candidates are those the user would have had.
+        """
+        if item is None:
+            self._pin_item, self._pinned = -1, None
+            return
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < self.world.num_items:
+            raise ValueError(f"item {item!r} is outside the catalog: item ids are 0..{self.world.num_items - 1}.")
+        users = np.asarray(users, np.int64)
+        if users.size and (users.min() < 0 or users.max() >= self.world.num_users):
+            raise ValueError(f"pin: user ids must be in 0..{self.world.num_users - 1}.")
+        self._pin_item = int(item)
+        self._pinned = np.zeros(self.world.num_users, bool)
+        self._pinned[users] = True
+        self._retrieve(self._pinned[self.slot_user] & ~self.needs_reset)
 
     # stepping ------------------------------------------------------------------------------------
     def validate(self, actions) -> np.ndarray:
