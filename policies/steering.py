@@ -43,7 +43,7 @@ class ExposurePlan:
 
 
 def greedy_exposure(feeds: np.ndarray, p0: np.ndarray, p1: np.ndarray, q: np.ndarray, cost: np.ndarray,
-                    lam: float, candidates: np.ndarray) -> ExposurePlan:
+                    lam: float, candidates: np.ndarray, target_weights: np.ndarray | None = None) -> ExposurePlan:
     """NIRec's greedy exposure adjustment under the saturating social-proof model above.
 
     Args:
@@ -54,6 +54,8 @@ def greedy_exposure(feeds: np.ndarray, p0: np.ndarray, p1: np.ndarray, q: np.nda
             item is better for them than what it displaces).
         lam: λ >= 0, the price of one unit of neighbor cost in units of target acceptance.
         candidates: (V,) user ids of the candidate neighbors.
+        target_weights: (T,) worth of one unit of each target's acceptance; default 1 (NIRec: the sum of
+            acceptance probabilities). 1 / (T p0) makes the objective the mean *relative* uplift, IoIP.
     """
     feeds = np.asarray(feeds, bool)
     v, t = feeds.shape
@@ -62,12 +64,16 @@ def greedy_exposure(feeds: np.ndarray, p0: np.ndarray, p1: np.ndarray, q: np.nda
         raise ValueError(f"greedy_exposure: feeds is {feeds.shape}; p0/p1 need ({t},), q/cost/candidates ({v},).")
     if not lam >= 0:
         raise ValueError(f"lam={lam}: the price of neighbor damage must be >= 0.")
+    weight = np.ones(t) if target_weights is None else np.asarray(target_weights, np.float64)
+    if weight.shape != (t,) or np.any(weight < 0):
+        raise ValueError(f"target_weights: expected ({t},) non-negative weights, got shape {weight.shape}.")
     uplift = np.maximum(p1 - p0, 0.0)
+    worth = weight * uplift
     miss = np.ones(t)  # prod over chosen feeders of (1 - q): chance the target still lacks the social proof
     open_ = np.ones(v, bool)
     picks, gains, costs = [], [], []
     while open_.any():
-        gain = q * (feeds @ (uplift * miss))  # (V,) marginal gains given the picks so far
+        gain = q * (feeds @ (worth * miss))  # (V,) marginal gains given the picks so far
         score = np.where(open_, gain - lam * cost, -np.inf)
         best = int(np.argmax(score))
         if not (score[best] > 0 or (score[best] == 0 and gain[best] > 0)):

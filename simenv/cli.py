@@ -1,65 +1,140 @@
-"""The ``recsim-llm`` command line."""
+"""The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``report`` and ``compare``."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import gymnasium as gym
-
-    import simenv  # noqa: F401  (registers RecSim-LLM-v0)
-    from policies import evaluate, make_policy
+    from simenv.audit.report import write_report
+    from simenv.audit.rundir import read_run, write_run
 
     t0 = time.perf_counter()
-    print(f"Building a synthetic world: {args.users} users, {args.items} items "
-          f"(real MiniLM embeddings, cached after the first run) ...", flush=True)
-    env = gym.make_vec("RecSim-LLM-v0", num_envs=args.users, vectorization_mode="vector_entry_point",
-                       num_users=args.users, num_items=args.items, slate_size=args.slate_size,
-                       num_candidates=args.candidates, horizon=args.steps, reward=args.reward,
-                       world_seed=args.seed)
-    print(f"  world ready in {time.perf_counter() - t0:.1f} s "
-          f"({env.unwrapped.world.social.num_edges // 2} friendships)", flush=True)
+    out = Path(args.out)
+    env_kwargs = dict(num_users=args.users, num_items=args.items, slate_size=args.slate_size,
+                      num_candidates=args.candidates, horizon=args.steps, reward=args.reward, world_seed=args.seed)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    print(f"Synthetic world: {args.users} users, {args.items} items (real MiniLM embeddings, cached after the "
+          f"first run); {args.steps} steps from seeds {seeds}; runs and report in {out}/", flush=True)
     rows = []
     for name in args.policies.split(","):
-        policy = make_policy(name.strip(), seed=args.seed)
+        name = name.strip()
         t = time.perf_counter()
-        res = evaluate(policy, env, episodes=args.episodes, seed=args.seed, steps=args.steps, progress=True)
+        run = read_run(write_run(out / name, name, env_kwargs, seeds, args.steps))
         dt = time.perf_counter() - t
-        mean = {k: float(np.mean([r[k] for r in res])) for k in res[0]}
-        rows.append((name, mean, mean["user_steps"] * args.episodes / dt))
+        s = run.seeds[0].summary
+        ev = {k: float(np.mean([x.evaluation[k] for x in run.seeds])) for k in run.seeds[0].evaluation}
+        rows.append((name, ev, s, ev["user_steps"] * len(seeds) / dt))
+        print(f"  {name}: done in {dt:.1f} s", flush=True)
     print()
-    print(f"| policy | CTR | mean rating | return/user | coverage | leave rate | user-steps/s |")
-    print(f"|---|---|---|---|---|---|---|")
-    for name, m, speed in rows:
-        print(f"| {name} | {m['ctr']:.3f} | {m['mean_rating']:.2f} | {m['return']:.2f} | {m['coverage']:.3f} "
-              f"| {m['leave_rate']:.4f} | {speed:,.0f} |")
-    print(f"\nreward={args.reward}, {args.steps} steps, seed {args.seed}; total {time.perf_counter() - t0:.1f} s")
-    env.close()
+    print("| policy | CTR | mean rating | coverage | ARP (x avg item) | exposure Gini | leave rate | user-steps/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, ev, s, speed in rows:
+        print(f"| {name} | {ev['ctr']:.3f} | {ev['mean_rating']:.2f} | {ev['coverage']:.3f} "
+              f"| {s['popularity']['arp_relative']:.2f} | {s['exposure']['gini']:.3f} | {ev['leave_rate']:.4f} "
+              f"| {speed:,.0f} |")
+    if args.steer:
+        try:
+            _demo_steering(args, env_kwargs, out)
+        except ValueError as err:  # e.g. a tiny world where no user qualifies as a target
+            print(f"\nsteering skipped: {err}")
+    paths = write_report(out)
+    print(f"\nreport: {paths['markdown']} and {paths['html']}; metrics: {paths['metrics']}")
+    names = [r[0] for r in rows]
+    if len(names) >= 2:
+        print(f"paired comparison: recsim-llm compare {out / names[0]} {out / names[1]}")
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _demo_steering(args: argparse.Namespace, env_kwargs: dict, out: Path) -> None:
+    import gymnasium as gym
+
+    import simenv  # noqa: F401
+    from simenv.audit.steering import SteeringConfig, SteeringExperiment, select_targets
+
+    env = gym.make_vec("RecSim-LLM-v0", num_envs=args.users, vectorization_mode="vector_entry_point",
+                       **{**env_kwargs, "audit": False})
+    env.reset(seed=args.seed)
+    sim = env.unwrapped.sim
+    pop = sim.world.catalog.popularity
+    item = int(np.argsort(pop)[int(0.6 * len(pop))])  # neither a hit nor obscure
+    targets = select_targets(sim.world, sim.user_model, item, 20)
+    t = time.perf_counter()
+    result = SteeringExperiment(env, SteeringConfig(item, tuple(targets.tolist()), steps=20, seed=args.seed)).run()
+    (out / "steering.json").write_text(json.dumps(result, indent=1))
+    best = max(result["sweep"], key=lambda r: r["greedy"]["ioip"] - r["random"]["ioip"])
+    print(f"\nsteering toward {result['item_title']!r} ({len(targets)} targets, {time.perf_counter() - t:.1f} s): "
+          f"direct IoIP {result['direct']['ioip']:+.3f}; at λ={best['lambda']:g} greedy IoIP "
+          f"{best['greedy']['ioip']:+.3f} (damage {best['greedy']['damage']:.2f}) vs random neighbors "
+          f"{best['random']['ioip']:+.3f} (damage {best['random']['damage']:.2f})")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from simenv.audit.report import write_report
+
+    paths = write_report(args.run_dir)
+    print(f"wrote {paths['markdown']}, {paths['html']}, {paths['metrics']} and {len(paths) - 3} plots")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from simenv.audit.compare import compare_runs
+    from simenv.audit.report import KEY_METRICS
+    from simenv.audit.rundir import read_run
+
+    result = compare_runs(read_run(args.run_a), read_run(args.run_b), resamples=args.resamples)
+    labels = dict(KEY_METRICS)
+    names = list(result["metrics"]) if args.all else [k for k, _ in KEY_METRICS if k in result["metrics"]]
+    print(f"{result['b']} - {result['a']}, paired over seeds {result['seeds']} (common random numbers); "
+          "95% percentile-bootstrap interval over seeds\n")
+    print(f"| metric | {result['a']} | {result['b']} | difference | 95% CI |")
+    print("|---|---:|---:|---:|---|")
+    for name in names:
+        m = result["metrics"][name]
+        ci = f"[{m['ci_low']:.4g}, {m['ci_high']:.4g}]" if np.isfinite(m["ci_low"]) else "n/a (one seed)"
+        print(f"| {labels.get(name, name)} | {m['a']:.4g} | {m['b']:.4g} | {m['diff']:+.4g} | {ci} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsim-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run baselines in a synthetic world and print a summary table")
+    demo = sub.add_parser("demo", help="run baselines in a synthetic world, audit them, write a report")
     demo.add_argument("--users", type=int, default=1000)
     demo.add_argument("--items", type=int, default=1000)
     demo.add_argument("--steps", type=int, default=50)
-    demo.add_argument("--episodes", type=int, default=1)
+    demo.add_argument("--seeds", type=int, default=3, help="runs per policy, from --seed on")
     demo.add_argument("--slate-size", type=int, default=5)
     demo.add_argument("--candidates", type=int, default=20)
     demo.add_argument("--reward", default="click")
     demo.add_argument("--policies", default="random,popular,oracle")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steer", action=argparse.BooleanOptionalAction, default=True,
+                      help="also run a steering experiment (λ sweep)")
+    demo.add_argument("--out", default="runs/demo", help="experiment folder: one run directory per policy")
     demo.set_defaults(func=_demo)
+    report = sub.add_parser("report", help="write report.md, report.html, metrics.json and plots for run(s)")
+    report.add_argument("run_dir", help="a run directory, or a folder of run directories")
+    report.set_defaults(func=_report)
+    compare = sub.add_parser("compare", help="paired differences of two runs with bootstrap intervals")
+    compare.add_argument("run_a")
+    compare.add_argument("run_b")
+    compare.add_argument("--all", action="store_true", help="every metric, not only the key ones")
+    compare.add_argument("--resamples", type=int, default=10_000)
+    compare.add_argument("--json", help="also write the comparison to this file")
+    compare.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
         print(f"recsim-llm: error: {err}", file=sys.stderr)
         return 2
 

@@ -173,7 +173,9 @@ class SteeringExperiment:
         bonus = float(getattr(self.model.config, "spillover_bonus", 0.0))
         p1 = 1.0 / (1.0 + (1.0 - p0) / np.maximum(p0, 1e-12) * np.exp(-bonus))  # logit(p0) + bonus
         return {"feeds": self.feeds, "p0": p0, "p1": p1, "q": p_steer[:, 0].astype(np.float64),
-                "cost": (p_base.sum(axis=1) - p_steer.sum(axis=1)).astype(np.float64), "candidates": self.candidates}
+                "cost": (p_base.sum(axis=1) - p_steer.sum(axis=1)).astype(np.float64), "candidates": self.candidates,
+                # gains in IoIP units: the planner optimises the measure it is judged by
+                "target_weights": 1.0 / (len(p0) * np.maximum(p0, 1e-12))}
 
     def rollout(self, forced: np.ndarray) -> dict[str, np.ndarray]:
         """Run ``steps`` steps with i* on top of the slates of the ``forced`` users; record the measures."""
