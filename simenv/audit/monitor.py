@@ -45,7 +45,7 @@ class AuditConfig:
 
     enabled: bool = True
     interval: int = 10  # world ticks between snapshots
-    sample_users: int = 1024  # rows per snapshot and users followed for homogenization
+    sample_users: int = 512  # rows per snapshot and users followed for homogenization
     groups: tuple[str, ...] = fairness.USER_ATTRIBUTES  # persona attributes to compare users by
     head_share: float = 0.8  # the short head holds this share of popularity
     alpha: float = 0.01  # Steck's calibration smoothing
@@ -65,8 +65,7 @@ class AuditConfig:
             raise ValueError("audit.head_share and audit.alpha must be in (0, 1).")
 
 
-@njit(parallel=True, cache=True)
-def _stream(users, active, slates, choice, rating, pop, tail, info, group_codes, out):
+def _stream_body(users, active, slates, choice, rating, pop, tail, info, group_codes, out):
     """out[chunk] += per-chunk sums over the served rows (columns as in the module constants)."""
     n, k = slates.shape
     n_attr = group_codes.shape[0]
@@ -105,6 +104,10 @@ def _stream(users, active, slates, choice, rating, pop, tail, info, group_codes,
                 acc[g] += 1.0
                 acc[g + 1] += clicked
                 acc[g + 2] += rating[b] if c >= 0 else 0.0
+
+
+_stream = njit(parallel=True, cache=True)(_stream_body)
+_stream_serial = njit(cache=True)(_stream_body)  # one chunk: a parallel launch would cost more than the work
 
 
 @njit(cache=True)
@@ -222,8 +225,9 @@ class Monitor:
             self._partial = np.zeros((chunks, len(self._acc)))
         else:
             self._partial.fill(0.0)
-        _stream(users, active, slates, choice, rating, self.popularity, self.tail, self._info, self._codes,
-                self._partial)
+        kernel = _stream if chunks > 1 else _stream_serial
+        kernel(users, active, slates, choice, rating, self.popularity, self.tail, self._info, self._codes,
+               self._partial)
         step = self._partial.sum(axis=0)
         self._acc += step
         self._distinct += _expose(slates, active, choice, self._position_w, self.shown, self.shown_weighted,
