@@ -60,6 +60,11 @@ class Catalog:
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
+    def check_item(self, item: int) -> None:
+        """Raise a ValueError naming the valid range unless ``item`` is an item index of this catalog."""
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < self.num_items:
+            raise ValueError(f"item {item!r} is outside the catalog: item ids are 0..{self.num_items - 1}.")
+
     def genre_text(self, item: int) -> str:
         """Comma-separated genre names of one item (for prompts and reports)."""
         return ", ".join(g for g, on in zip(self.genre_names, self.genres[item]) if on)

@@ -163,8 +163,7 @@ class Simulation:
         if item is None:
             self._pin_item, self._pinned = -1, None
             return
-        if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < self.world.num_items:
-            raise ValueError(f"item {item!r} is outside the catalog: item ids are 0..{self.world.num_items - 1}.")
+        self.world.catalog.check_item(item)
         users = np.asarray(users, np.int64)
         if users.size and (users.min() < 0 or users.max() >= self.world.num_users):
             raise ValueError(f"pin: user ids must be in 0..{self.world.num_users - 1}.")

@@ -77,15 +77,11 @@ def ground(index: TitleIndex, titles: list[list[str]], candidates: np.ndarray) -
     rows = np.repeat(np.arange(len(titles)), [len(r) for r in titles])
     items = index.lookup(flat)
     in_cand = (candidates[rows] == items[:, None]).any(axis=1) & (items >= 0)
-    duplicate = np.zeros(len(items), bool)
-    start = 0
-    for row in titles:  # per slate, but slates are a handful of strings already parsed in Python
-        seen: set[int] = set()
-        for j in range(start, start + len(row)):
-            if items[j] >= 0:
-                duplicate[j] = items[j] in seen
-                seen.add(int(items[j]))
-        start += len(row)
+    # a duplicate is any but the first emission of the same catalog item within one slate
+    key = rows * (int(items.max(initial=0)) + 1) + items
+    first = np.zeros(len(items), bool)
+    first[np.unique(key, return_index=True)[1]] = True
+    duplicate = ~first & (items >= 0)
     return Grounding(items, in_cand, duplicate)
 
 

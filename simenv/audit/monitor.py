@@ -179,7 +179,7 @@ class Monitor:
             np.fill_diagonal(gram, -np.inf)
             self._nn = gram.argmax(axis=1)  # Chaney's pairs: the most similar other user at time zero
             self._rand = (np.arange(m) + rng.integers(1, m, size=m)) % m  # a random other user
-        self._social = world.social
+        self._pending: dict[str, float] | None = None  # before_step's snapshot part, finished in after_step
 
     def due(self, clock: int) -> bool:
         """Whether the step that ends at tick ``clock + 1`` takes a snapshot."""
@@ -242,7 +242,7 @@ class Monitor:
             self._snapshot(world)
 
     def _snapshot(self, world: "World") -> None:
-        snap = getattr(self, "_pending", None) or {"clock": float(world.clock)}
+        snap = self._pending or {"clock": float(world.clock)}
         self._pending = None
         window = self.shown - self._window_start
         self._window_start = self.shown.copy()
@@ -262,7 +262,7 @@ class Monitor:
             snap["genre_entropy"] = self._safe("genre_entropy", lambda: homogenization.mean_defined(
                 homogenization.genre_entropy(mem, world.catalog.genres), "genre entropy"))
             snap["neighbor_similarity"] = self._safe("neighbor_similarity", lambda: homogenization.neighbor_similarity(
-                f, self._social.indptr, self._social.indices, p.interests, p.weights))
+                f, world.social.indptr, world.social.indices, p.interests, p.weights))
             snap["random_pair_similarity"] = float(np.einsum("bd,bd->b", t, t[self._rand]).mean())
             snap["echo_excess"] = snap["neighbor_similarity"] - snap["random_pair_similarity"]
         for key, value in snap.items():
@@ -371,8 +371,11 @@ class Monitor:
             seen = served > 0
             ctr = fairness.rates(clicks[seen], served[seen], tuple(np.asarray(names)[seen]))
             rating = fairness.rates(ratings[seen], clicks[seen], tuple(np.asarray(names)[seen]))
-            gap = self._safe(f"ctr_gap[{attr}]", lambda: fairness.gap(ctr)[0])
-            gap_ratio = self._safe(f"ctr_gap[{attr}]", lambda: fairness.gap(ctr)[1])
+            try:
+                gap, gap_ratio = fairness.gap(ctr)
+            except UndefinedMetric as err:
+                self.notes.setdefault(f"ctr_gap[{attr}]", str(err))
+                gap = gap_ratio = math.nan
             out[attr] = {"ctr": ctr, "mean_rating": rating, "served": dict(zip(np.asarray(names)[seen].tolist(),
                                                                                   served[seen].tolist())),
                          "ctr_gap": gap, "ctr_ratio": gap_ratio}

@@ -82,7 +82,7 @@ def select_targets(world, model, item: int, num_targets: int, max_acceptance: fl
     feeder whose acceptance is in the top quartile. The ``num_targets`` eligible users with the most such
     fans are returned (ties by id).
     """
-    _check_item(world, item)
+    world.catalog.check_item(item)
     everyone = np.arange(world.num_users)
     acc = acceptance(world, model, everyone, item)
     limit = float(np.median(acc)) if max_acceptance is None else max_acceptance
@@ -97,11 +97,6 @@ def select_targets(world, model, item: int, num_targets: int, max_acceptance: fl
         )
     order = np.lexsort((eligible, -fans[eligible]))
     return eligible[order[:num_targets]]
-
-
-def _check_item(world, item: int) -> None:
-    if isinstance(item, bool) or not isinstance(item, (int, np.integer)) or not 0 <= item < world.num_items:
-        raise ValueError(f"target item {item!r} is outside the catalog: item ids are 0..{world.num_items - 1}.")
 
 
 def _steer(positions: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -127,7 +122,7 @@ class SteeringExperiment:
         sim = self.base_env.sim
         self.config = config
         world = sim.world
-        _check_item(world, config.item)
+        world.catalog.check_item(config.item)
         if self.base_env.num_envs != world.num_users:
             raise ValueError(
                 f"steering needs every user served every step: num_envs={self.base_env.num_envs} but the world has "
