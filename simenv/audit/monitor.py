@@ -295,7 +295,7 @@ class Monitor:
 
     def summary(self) -> dict[str, Any]:
         """The run's metrics by family, JSON-ready; NaN entries have a reason in ``notes``."""
-        a, k = self._acc, self.slate_size
+        a = self._acc
         served = a[_SERVED]
 
         def ratio(num: float, den: float, name: str, why: str) -> float:
