@@ -5,8 +5,12 @@ positions 0..k-1 for every user), so no policy time is counted. With ``num_envs 
 user of the world is served every step; a user-step is one user shown one slate. Sizes 1k, 100k and 1M
 users, each with social influence on (default dynamics, ``social_graph="sbm"``) and off
 (``social_graph="none"``, ``dynamics={"social": False, "spillover": False}``), with and without
-candidate features in the observation. The bias audit (``simenv.audit``) is on, as by default; the same
-configurations with ``audit=False`` measure its overhead.
+candidate features in the observation. The bias audit (``simenv.audit``) is on, as by default.
+
+The audit's overhead is a ratio of two timings taken on the same machine at the same moment, so it is
+measured paired: one child process builds the same world three times (audit off; per-step measurements
+only; the full audit with its snapshots), steps them in turn, one snapshot interval each, and reports
+the median of the per-round ratios to the audit-off env.
 
 The baseline is the same dynamics written the RecSim way: one Python object per user, stepped one user
 at a time with per-user numpy ops (``LoopUser`` below), measured in the same run on 1k users.
@@ -64,6 +68,7 @@ class Args:
     seed: int = _arg(0, "reset seed of the dynamics")
     threads: int = _arg(0, "numba threads of the vector env (NUMBA_NUM_THREADS); 0: numba's default")
     one: str = _arg("", "internal: run one configuration (JSON) and print its result as JSON")
+    overhead: str = _arg("", "internal: measure the audit overhead of one configuration (JSON)")
 
 
 def parse_args() -> Args:
@@ -88,7 +93,7 @@ def env_kwargs(cfg: dict) -> dict:
     kw = dict(num_users=cfg["users"], num_items=cfg["num_items"], num_candidates=cfg["num_candidates"],
               slate_size=cfg["slate_size"], num_interests=cfg["num_interests"], embedding_dim=cfg["embedding_dim"],
               embedding_model=cfg["embedding_model"], candidate_features=cfg["candidate_features"],
-              audit=cfg.get("audit", True))
+              audit=cfg.get("audit", True))  # run_overhead sets it; the throughput tables keep the default
     if cfg["social"]:
         kw.update(social_graph="sbm", mean_degree=cfg["mean_degree"])
     else:
@@ -422,6 +427,50 @@ def _guard_memory() -> float:
     return cap / 2**30
 
 
+AUDIT_VARIANTS = {"off": False, "per-step": {"interval": 10**9}, "on": True}
+
+
+def run_overhead(cfg: dict) -> dict:
+    """Paired timing of the same env with the audit off, per-step only, and on (see the module docstring).
+
+    The envs take turns, one snapshot interval of steps each, so a burst of load elsewhere hits all
+    three alike; the ratio per round to the audit-off env is the measurement, its median the result.
+    """
+    import gymnasium as gym
+
+    import simenv  # noqa: F401
+    from simenv.audit.monitor import AuditConfig
+
+    _guard_memory()
+    steps = AuditConfig().interval
+    envs = {}
+    for name, audit in AUDIT_VARIANTS.items():
+        envs[name] = gym.make_vec("RecSim-LLM-v0", num_envs=cfg["users"], vectorization_mode="vector_entry_point",
+                                  **{**env_kwargs(cfg), "audit": audit})
+        envs[name].reset(seed=cfg["seed"])
+    actions = np.tile(np.arange(cfg["slate_size"], dtype=np.int64), (cfg["users"], 1))
+    for env in envs.values():
+        for _ in range(max(cfg["warmup_steps"], steps)):
+            env.step(actions)
+    times: dict[str, list[float]] = {name: [] for name in envs}
+    t0 = time.perf_counter()
+    while len(times["off"]) < 5 or time.perf_counter() - t0 < 3 * cfg["min_seconds"]:
+        for name, env in envs.items():
+            w0 = time.perf_counter()
+            for _ in range(steps):
+                env.step(actions)
+            times[name].append(time.perf_counter() - w0)
+    off = np.asarray(times["off"])
+    out = {"rounds": len(off), "steps_per_round": steps,
+           "off_user_steps_per_s": cfg["users"] * steps / float(np.median(off))}
+    for name in ("per-step", "on"):
+        ratio = np.asarray(times[name]) / off - 1.0
+        out[name] = {"overhead": float(np.median(ratio)), "q25": float(np.percentile(ratio, 25)),
+                     "q75": float(np.percentile(ratio, 75)),
+                     "user_steps_per_s": cfg["users"] * steps / float(np.median(times[name]))}
+    return out
+
+
 def run_one(cfg: dict) -> dict:
     cap_gb = _guard_memory()
     try:
@@ -438,11 +487,11 @@ def run_one(cfg: dict) -> dict:
     return out
 
 
-def spawn(cfg: dict) -> dict:
+def spawn(cfg: dict, mode: str = "--one") -> dict:
     """Run one configuration in a fresh interpreter; returns its result merged into ``cfg``
     (with ``error`` set, and no figures, if it did not complete)."""
     env = dict(os.environ, **({"NUMBA_NUM_THREADS": str(cfg["threads"])} if cfg["threads"] else {}))
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(cfg)],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), mode, json.dumps(cfg)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"killed by signal {-proc.returncode}"]
@@ -458,6 +507,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
+    if args.overhead:
+        print(json.dumps(run_overhead(json.loads(args.overhead))))
+        return
     if args.quick:
         args.embedding_model = args.embedding_model_1m = "random"
         args.min_seconds, args.min_steps = 0.5, 10
@@ -465,11 +517,10 @@ def main() -> None:
     mid, big = sizes[1], sizes[-1]
     base = {k: v for k, v in vars(args).items() if k not in ("quick", "profile", "one", "loop_users", "repeats")}
 
-    def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False,
-               audit: bool = True) -> dict:
+    def config(kind: str, users: int, social: bool, features: bool = True, profile: bool = False) -> dict:
         huge = users >= 1_000_000
         return {**base, "kind": kind, "users": users, "social": social, "candidate_features": features,
-                "profile": profile, "audit": audit, "mean_degree": args.mean_degree_1m if huge else args.mean_degree,
+                "profile": profile, "mean_degree": args.mean_degree_1m if huge else args.mean_degree,
                 "embedding_model": args.embedding_model_1m if huge else args.embedding_model}
 
     configs = [config("loop", args.loop_users, True)]
@@ -477,7 +528,6 @@ def main() -> None:
         for social in (True, False):
             for features in (True, False):
                 configs.append(config("vector", n, social, features))
-        configs.append(config("vector", n, True, False, audit=False))
     if args.profile:
         configs += [config("vector", mid, True, features, profile=True) for features in (False, True)]
 
@@ -503,8 +553,7 @@ def main() -> None:
         r["peak_rss_gb"] = max((x["peak_rss_gb"] for x in done if "peak_rss_gb" in x), default=float("nan"))
         results.append(r)
 
-    timed = [r for r in results if not r["profile"] and r["audit"]]
-    bare = [r for r in results if not r["audit"]]
+    timed = [r for r in results if not r["profile"]]
     print("| engine | users | social | undirected edges | cand. features | embeddings | world build s | env make s "
           "| timed steps "
           "| user-steps/s (median window) | best window | mean | ns/user-step | CPU share | RSS after steps GB "
@@ -581,15 +630,19 @@ def main() -> None:
               f"peak RSS {r['peak_rss_gb']:.2f} GB, {r['rss_stepping_gb']:.2f} GB after the steps "
               f"(target < {TARGET_RSS_GB:.0f} GB: {verdict})")
 
-    print("\n## Overhead of the bias audit (social on, candidate features off)\n")
-    print("| users | audit off: user-steps/s | audit on | overhead |")
-    print("|---:|---:|---:|---:|")
-    for r in bare:
-        on = find("vector", r["users"], True, False)
-        if "error" in r or on is None:
+    print("\n## Overhead of the bias audit (social on, candidate features off; paired, median of rounds)\n")
+    print("| users | audit off: user-steps/s | per-step measurements: overhead (IQR) | full audit: user-steps/s "
+          "| full audit: overhead (IQR) | rounds |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        r = spawn(config("vector", n, True, False), "--overhead")
+        if "error" in r:
+            print(f"| {n:,} | failed: {r['error']} | | | | |")
             continue
-        print(f"| {r['users']:,} | {ups(r)} | {ups(on)} "
-              f"| {r['user_steps_per_s'] / on['user_steps_per_s'] - 1:+.1%} |")
+        per, on = r["per-step"], r["on"]
+        print(f"| {n:,} | {r['off_user_steps_per_s']:,.0f} | {per['overhead']:+.1%} ({per['q25']:+.1%} to "
+              f"{per['q75']:+.1%}) | {on['user_steps_per_s']:,.0f} | **{on['overhead']:+.1%}** ({on['q25']:+.1%} to "
+              f"{on['q75']:+.1%}) | {r['rounds']} |", flush=True)
 
     profiles = {r["candidate_features"]: r for r in results if r["profile"] and "error" not in r}
     if profiles:

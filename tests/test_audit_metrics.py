@@ -46,6 +46,12 @@ def test_pop_rsp_and_reo_are_the_relative_spread_of_head_and_tail_rates():
         popularity.pop_reo([1, 0], [2, 0])
 
 
+def test_gini_by_counting_sort_equals_gini_on_integer_counts():
+    rng = np.random.default_rng(0)
+    for counts in ([0, 0, 0, 4], [4, 1, 3, 2], rng.poisson(3, 500), rng.zipf(1.5, 300) % 10_000):
+        assert exposure.gini_of_counts(np.asarray(counts, float)) == pytest.approx(exposure.gini(counts), abs=1e-12)
+
+
 def test_gini_is_zero_for_equal_exposure_and_three_quarters_when_one_of_four_items_takes_all():
     # sorted [0, 0, 0, 4]: sum (2k - n - 1) x_k = (8 - 5) * 4 = 12; / (n * sum) = 12 / 16
     assert exposure.gini([0, 0, 0, 4]) == pytest.approx(0.75)

@@ -7,7 +7,7 @@ import pytest
 
 import simenv  # noqa: F401
 from policies import evaluate, make_policy
-from simenv.audit import exposure, popularity
+from simenv.audit import diversity, exposure, homogenization, kernels, popularity
 from simenv.audit.hallucination import TitleIndex, ground
 
 SIZES = dict(num_users=300, num_items=400, horizon=30, world_seed=3)
@@ -52,6 +52,52 @@ def test_the_streamed_measurements_equal_the_metrics_recomputed_from_the_logged_
     for code, name in enumerate(names):
         if (gender == code).any():
             assert s["fairness"]["gender"]["ctr"][name] == pytest.approx(clicks[gender == code].mean())
+
+
+def test_the_snapshot_kernels_equal_the_pure_metric_functions():
+    rng = np.random.default_rng(0)
+    items, users, rows, memory, k = 50, 40, 30, 6, 5
+    genres = rng.random((items, 4)) < 0.4
+    genres[np.arange(items), rng.integers(0, 4, items)] = True
+    emb = rng.standard_normal((items, 8)).astype(np.float32)
+    pop = popularity.shares(rng.integers(1, 100, items).astype(float))
+    hist = rng.integers(0, 12, (rows, memory))  # small ids: repeats and overlaps
+    hist[rng.random((rows, memory)) < 0.3] = -1
+    hist[0] = -1  # a user without history
+    slates = np.stack([rng.choice(items, k, replace=False) for _ in range(rows)])
+    out = np.empty((rows, 4))
+    kernels.slate_rows(hist, slates, genres, emb, 1 / np.linalg.norm(emb, axis=1), pop, 0.01, out)
+    has = np.isfinite(out[:, 2])
+    assert not has[0] and has[1:].all()
+    np.testing.assert_allclose(out[has, 0], diversity.miscalibration(hist, slates, genres, 0.01), rtol=1e-9)
+    np.testing.assert_allclose(out[:, 1], diversity.intra_list_diversity(slates, emb), rtol=1e-5)
+    lift = (out[has, 3].mean() - out[has, 2].mean()) / out[has, 2].mean()
+    assert lift == pytest.approx(popularity.popularity_lift(slates, hist, pop))
+
+    candidates = np.stack([rng.choice(items, 2 * k, replace=False) for _ in range(rows)])
+    values = rng.random(candidates.shape)
+    counts, tail = np.zeros(4), popularity.long_tail(pop)
+    kernels.relevance_counts(values, candidates, candidates[:, :k], tail, counts)
+    relevant = np.take_along_axis(candidates, np.argsort(-values, axis=1)[:, :k], axis=1)
+    hit = np.array([np.isin(r, c[:k]) for r, c in zip(relevant, candidates)])
+    assert counts.tolist() == [(hit & ~tail[relevant]).sum(), (hit & tail[relevant]).sum(),
+                               (~tail[relevant]).sum(), tail[relevant].sum()]
+
+    interests = rng.standard_normal((users, 3, 8)).astype(np.float32)
+    weights = rng.dirichlet(np.ones(3), users).astype(np.float32)
+    degree = rng.integers(0, 4, users)
+    indptr = np.concatenate([[0], np.cumsum(degree)])
+    indices = rng.integers(0, users, indptr[-1])
+    followed = np.sort(rng.choice(users, rows, replace=False))
+    nn, rand = rng.integers(0, rows, rows), rng.integers(0, rows, rows)
+    tastes, out = np.empty((rows, 8)), np.empty((rows, 5))
+    kernels.followed_rows(followed, hist, nn, rand, genres, interests, weights, indptr, indices, tastes, out)
+    np.testing.assert_allclose(tastes, homogenization.tastes(interests[followed], weights[followed]), atol=1e-6)
+    np.testing.assert_allclose(out[:, 0], homogenization.jaccard(hist, hist[nn]), equal_nan=True)
+    np.testing.assert_allclose(out[:, 1], homogenization.jaccard(hist, hist[rand]), equal_nan=True)
+    np.testing.assert_allclose(out[has, 2], homogenization.genre_entropy(hist, genres), rtol=1e-9)
+    assert out[:, 3].sum() / out[:, 4].sum() == pytest.approx(
+        homogenization.neighbor_similarity(followed, indptr, indices, interests, weights), rel=1e-5)
 
 
 def test_most_popular_shows_more_popular_and_more_concentrated_slates_than_random():

@@ -2,16 +2,18 @@
 
 Two cadences keep the audit cheap enough to stay on:
 
-- **every step**, one fused parallel kernel over the served users accumulates what needs every
-  slate (recommendation popularity, long-tail share, novelty, clicks and ratings per user group,
-  head/tail counts) and one serial pass scatters item exposure (plain, position-weighted, consumed).
-  It touches k item ids per user, next to the user model's k x K x d affinities, so it costs a few
-  percent of a step (``experiments/bench_env.py --audit`` measures it).
+- **every step**, one fused kernel over the served users accumulates what needs every slate
+  (recommendation popularity, long-tail share, novelty, clicks and ratings per user group, head/tail
+  counts) and scatters item exposure (plain, position-weighted, consumed). It touches k item ids per
+  user, next to the user model's k x K x d affinities, so it costs a few percent of a step.
 - **every ``interval`` ticks**, a *snapshot* measures what needs the state or pairwise work on a
-  sample: calibration, intra-list diversity, popularity lift and PopREO on up to ``sample_users`` of
-  the rows served that step (before they respond, so histories are what the slate was made for),
-  and homogenization on a fixed sample of users (after the step).
+  sample: calibration, intra-list diversity, popularity lift and PopREO on rows served that step
+  (before they respond, so histories are what the slate was made for), and homogenization on a
+  fixed sample of users (after the step), through the serial kernels of ``simenv.audit.kernels``.
+  The sample is ``sample_users`` rows, fewer in a small world (``sample_share``), so a snapshot
+  stays a bounded share of the work between snapshots.
 
+``experiments/bench_env.py`` measures the overhead against the same configurations with the audit off.
 ``summary()`` turns the accumulators into named metrics; a metric that does not exist for the run
 (nothing clicked, a single user group, no history yet) is NaN and ``notes`` says why.
 """
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from numba import njit, prange
 
-from simenv.audit import diversity, exposure, fairness, homogenization, popularity
+from simenv.audit import exposure, fairness, homogenization, kernels, popularity
 from simenv.audit.errors import UndefinedMetric
 from simenv.audit.hallucination import Grounding, hallucination_rates
 
@@ -45,7 +47,8 @@ class AuditConfig:
 
     enabled: bool = True
     interval: int = 10  # world ticks between snapshots
-    sample_users: int = 512  # rows per snapshot and users followed for homogenization
+    sample_users: int = 256  # rows per snapshot and users followed for homogenization, at most
+    sample_share: float = 0.01  # ... and at most this share of the user-steps between snapshots (64 at least)
     groups: tuple[str, ...] = fairness.USER_ATTRIBUTES  # persona attributes to compare users by
     head_share: float = 0.8  # the short head holds this share of popularity
     alpha: float = 0.01  # Steck's calibration smoothing
@@ -61,71 +64,97 @@ class AuditConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"audit.{name}={v!r}: must be a positive integer.")
+        if not 0 < self.sample_share <= 1:
+            raise ValueError(f"audit.sample_share={self.sample_share!r}: must be in (0, 1].")
         if not 0 < self.head_share < 1 or not 0 < self.alpha < 1:
             raise ValueError("audit.head_share and audit.alpha must be in (0, 1).")
 
 
-def _stream_body(users, active, slates, choice, rating, pop, tail, info, group_codes, out):
-    """out[chunk] += per-chunk sums over the served rows (columns as in the module constants)."""
+def _stream_body(users, active, slates, choice, rating, items, group_codes, out):
+    """out[chunk] += per-chunk sums over the served rows (columns as in the module constants).
+
+    ``items`` (I, 3) holds each item's popularity share, self-information and tail flag in one row, so
+    a slate item costs one cache line, not three.
+
+    The fixed columns are summed in locals and written once per chunk: read-modify-writes through
+    ``out`` would chain on store-to-load forwarding and take most of the kernel's time.
+    """
     n, k = slates.shape
     n_attr = group_codes.shape[0]
     for chunk in prange(out.shape[0]):
         acc = out[chunk]
+        served = pop_sum = tail_sum = novelty = clicks = ratings = rec_tail = click_head = click_tail = 0.0
         for b in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             if not active[b]:
                 continue
             u = users[b]
             p = 0.0
-            t = 0
+            t = 0.0
             nov = 0.0
             for j in range(k):
                 item = slates[b, j]
-                p += pop[item]
-                nov += info[item]
-                if tail[item]:
-                    t += 1
-            acc[_SERVED] += 1.0
-            acc[_POP] += p / k
-            acc[_TAIL] += t / k
-            acc[_NOVELTY] += nov / k
-            acc[_REC_TAIL] += t
-            acc[_REC_HEAD] += k - t
+                p += items[item, 0]
+                nov += items[item, 1]
+                t += items[item, 2]
+            served += 1.0
+            pop_sum += p / k
+            tail_sum += t / k
+            novelty += nov / k
+            rec_tail += t
             c = choice[b]
-            clicked = 1.0 if c >= 0 else 0.0
+            r = 0.0
             if c >= 0:
-                acc[_CLICKS] += 1.0
-                acc[_RATING] += rating[b]
-                if tail[slates[b, c]]:
-                    acc[_CLICK_TAIL] += 1.0
-                else:
-                    acc[_CLICK_HEAD] += 1.0
+                r = rating[b]
+                clicks += 1.0
+                ratings += r
+                is_tail = items[slates[b, c], 2]
+                click_tail += is_tail
+                click_head += 1.0 - is_tail
             for a in range(n_attr):
                 g = _FIXED + 3 * group_codes[a, u]
                 acc[g] += 1.0
-                acc[g + 1] += clicked
-                acc[g + 2] += rating[b] if c >= 0 else 0.0
+                acc[g + 1] += 1.0 if c >= 0 else 0.0
+                acc[g + 2] += r
+        acc[_SERVED] += served
+        acc[_POP] += pop_sum
+        acc[_TAIL] += tail_sum
+        acc[_NOVELTY] += novelty
+        acc[_CLICKS] += clicks
+        acc[_RATING] += ratings
+        acc[_REC_TAIL] += rec_tail
+        acc[_REC_HEAD] += served * k - rec_tail
+        acc[_CLICK_HEAD] += click_head
+        acc[_CLICK_TAIL] += click_tail
 
 
 _stream = njit(parallel=True, cache=True)(_stream_body)
-_stream_serial = njit(cache=True)(_stream_body)  # one chunk: a parallel launch would cost more than the work
+_stream_serial = njit(cache=True)(_stream_body)
 
 
 @njit(cache=True)
-def _expose(slates, active, choice, weights, shown, shown_weighted, consumed):
-    """Serial scatter of exposure (a parallel scatter would race on popular items); returns new items."""
+def _expose(slates, active, choice, weights, exposure):
+    """Serial scatter into exposure (I, 3) = (shown, position-weighted shown, consumed); a parallel
+    scatter would race on popular items. Returns the number of items shown for the first time."""
     new = 0
     for b in range(slates.shape[0]):
         if not active[b]:
             continue
         for j in range(slates.shape[1]):
             item = slates[b, j]
-            if shown[item] == 0:
+            if exposure[item, 0] == 0:
                 new += 1
-            shown[item] += 1.0
-            shown_weighted[item] += weights[j]
+            exposure[item, 0] += 1.0
+            exposure[item, 1] += weights[j]
         if choice[b] >= 0:
-            consumed[slates[b, choice[b]]] += 1.0
+            exposure[slates[b, choice[b]], 2] += 1.0
     return new
+
+
+@njit(cache=True)
+def _stream_and_expose(users, active, slates, choice, rating, items, group_codes, weights, exposure, out):
+    """Both passes in one call, for a step of one chunk."""
+    _stream_serial(users, active, slates, choice, rating, items, group_codes, out)
+    return _expose(slates, active, choice, weights, exposure)
 
 
 class Monitor:
@@ -147,7 +176,9 @@ class Monitor:
         self.num_items = cat.num_items
         self.popularity = popularity.shares(cat.popularity)
         self.tail = popularity.long_tail(self.popularity, cfg.head_share)
-        self._info = -np.log2(np.maximum(self.popularity, self.popularity[self.popularity > 0].min()))
+        self._inv_norm = 1.0 / np.maximum(np.linalg.norm(cat.embeddings, axis=1), 1e-12)
+        info = -np.log2(np.maximum(self.popularity, self.popularity[self.popularity > 0].min()))
+        self._items = np.stack([self.popularity, info, self.tail], axis=1)  # one row per item for the kernel
         self.group_names: dict[str, tuple[str, ...]] = {}
         codes, offset = [], 0
         for attr in cfg.groups:
@@ -159,9 +190,8 @@ class Monitor:
         self._num_groups = offset
         self._acc = np.zeros(_FIXED + 3 * offset)
         self._partial: np.ndarray | None = None
-        self.shown = np.zeros(cat.num_items)
-        self.shown_weighted = np.zeros(cat.num_items)
-        self.consumed = np.zeros(cat.num_items)
+        self._exposure = np.zeros((cat.num_items, 3))
+        self.shown, self.shown_weighted, self.consumed = self._exposure.T  # views: counts per item
         self._distinct = 0
         self._window_start = self.shown.copy()
         self.steps: dict[str, list[float]] = {k: [] for k in ("served", "ctr", "arp", "aplt", "novelty", "coverage")}
@@ -171,7 +201,8 @@ class Monitor:
         self.notes: dict[str, str] = {}
         # users followed by the homogenization snapshots: a fixed sample, its initial tastes, and pairs
         rng = np.random.default_rng([int(world.key) & 0xFFFFFFFF, 0xA0D17])
-        m = min(cfg.sample_users, world.num_users)
+        self.sample = self.sample_size(world.num_users)
+        m = self.sample
         self.followed = np.sort(rng.choice(world.num_users, m, replace=False))
         self._taste0 = homogenization.tastes(p.interests[self.followed], p.weights[self.followed])
         if m >= 2:
@@ -181,6 +212,13 @@ class Monitor:
             self._rand = (np.arange(m) + rng.integers(1, m, size=m)) % m  # a random other user
         self._pending: dict[str, float] | None = None  # before_step's snapshot part, finished in after_step
 
+    def sample_size(self, num_users: int) -> int:
+        """Rows a snapshot reads. A row costs several user-steps of work, so in a small world a fixed
+        sample would cost more than the steps between snapshots; the share keeps it a bounded part."""
+        cfg = self.config
+        by_share = max(64, math.ceil(cfg.sample_share * num_users * cfg.interval))
+        return min(num_users, cfg.sample_users, by_share)
+
     def due(self, clock: int) -> bool:
         """Whether the step that ends at tick ``clock + 1`` takes a snapshot."""
         return (clock + 1) % self.config.interval == 0
@@ -189,28 +227,28 @@ class Monitor:
     def before_step(self, world: "World", user_model: Any, users: np.ndarray, candidates: np.ndarray,
                     positions: np.ndarray, active: np.ndarray) -> None:
         """Snapshot metrics on the state the slates were made for (call only when ``due``)."""
-        rows = np.flatnonzero(active)[: self.config.sample_users]
+        rows = np.flatnonzero(active)[: self.sample]
         if len(rows) == 0:
             return
         u, cand, pos = users[rows], candidates[rows], positions[rows]
         slates = np.take_along_axis(cand, pos, axis=1)
         hist = world.population.recent_items(u)
         cat = world.catalog
+        rows_out = np.empty((len(rows), 4))
+        kernels.slate_rows(hist, slates, cat.genres, cat.embeddings, self._inv_norm, self.popularity,
+                           self.config.alpha, rows_out)
+        calibration, ild, gap_p, gap_r = rows_out.T
+        has_history = np.isfinite(gap_p)
         snap: dict[str, float] = {"clock": float(world.clock + 1)}
-        snap["miscalibration"] = self._safe("miscalibration", lambda: float(
-            diversity.miscalibration(hist, slates, cat.genres, self.config.alpha).mean()))
-        snap["ild"] = self._safe("ild", lambda: float(diversity.intra_list_diversity(slates, cat.embeddings).mean()))
-        snap["popularity_lift"] = self._safe("popularity_lift",
-                                             lambda: popularity.popularity_lift(slates, hist, self.popularity))
+        snap["miscalibration"] = self._mean("miscalibration", calibration[has_history],
+                                            "miscalibration: no user has a history yet.")
+        snap["ild"] = self._mean("ild", ild, "intra-list diversity needs slates of at least 2 items.")
+        snap["popularity_lift"] = self._safe("popularity_lift", lambda: _lift(gap_p[has_history],
+                                                                              gap_r[has_history]))
         if hasattr(user_model, "item_values"):
             # relevant = the candidates the true user model ranks in its top k (known only in a simulator)
             values = user_model.item_values(world, u, cand)
-            k = pos.shape[1]
-            top = np.argpartition(-values, k - 1, axis=1)[:, :k]
-            relevant = np.take_along_axis(cand, top, axis=1)
-            hit = (relevant[:, :, None] == slates[:, None, :]).any(axis=2)
-            is_tail = self.tail[relevant]
-            self._reo += [(hit & ~is_tail).sum(), (hit & is_tail).sum(), (~is_tail).sum(), is_tail.sum()]
+            kernels.relevance_counts(values, cand, slates, self.tail, self._reo)
         else:
             self.notes["pop_reo"] = f"the user model {type(user_model).__name__} exposes no item_values, " \
                                     "so relevance is unknown"
@@ -225,13 +263,15 @@ class Monitor:
             self._partial = np.zeros((chunks, len(self._acc)))
         else:
             self._partial.fill(0.0)
-        kernel = _stream if chunks > 1 else _stream_serial
-        kernel(users, active, slates, choice, rating, self.popularity, self.tail, self._info, self._codes,
-               self._partial)
-        step = self._partial.sum(axis=0)
+        if chunks == 1:
+            self._distinct += _stream_and_expose(users, active, slates, choice, rating, self._items, self._codes,
+                                                 self._position_w, self._exposure, self._partial)
+            step = self._partial[0]
+        else:
+            _stream(users, active, slates, choice, rating, self._items, self._codes, self._partial)
+            step = self._partial.sum(axis=0)
+            self._distinct += _expose(slates, active, choice, self._position_w, self._exposure)
         self._acc += step
-        self._distinct += _expose(slates, active, choice, self._position_w, self.shown, self.shown_weighted,
-                                  self.consumed)
         served = step[_SERVED]
         s = self.steps
         s["served"].append(served)
@@ -246,23 +286,25 @@ class Monitor:
         self._pending = None
         window = self.shown - self._window_start
         self._window_start = self.shown.copy()
-        snap["gini_window"] = self._safe("gini_window", lambda: exposure.gini(window))
+        snap["gini_window"] = self._safe("gini_window", lambda: exposure.gini_of_counts(window))
         snap["coverage_window"] = exposure.coverage(window)
-        snap["gini"] = self._safe("gini", lambda: exposure.gini(self.shown))
+        snap["gini"] = self._safe("gini", lambda: exposure.gini_of_counts(self.shown))
         p, f = world.population, self.followed
         if len(f) >= 2:
-            t = homogenization.tastes(p.interests[f], p.weights[f])
-            mem = p.recent_items(f)
-            snap["similarity_nn"] = self._safe("similarity_nn", lambda: homogenization.mean_defined(
-                homogenization.jaccard(mem, mem[self._nn]), "consumption similarity"))
-            snap["similarity_random"] = self._safe("similarity_random", lambda: homogenization.mean_defined(
-                homogenization.jaccard(mem, mem[self._rand]), "consumption similarity"))
+            t = np.empty((len(f), p.interests.shape[2]))
+            rows = np.empty((len(f), 5))
+            kernels.followed_rows(f, p.recent_items(f), self._nn, self._rand, world.catalog.genres, p.interests,
+                                  p.weights, world.social.indptr, world.social.indices, t, rows)
+            similar, random, entropy, cosines, degree = rows.T
+            why = "consumption similarity: no pair or user has data yet."
+            snap["similarity_nn"] = self._mean("similarity_nn", similar, why)
+            snap["similarity_random"] = self._mean("similarity_random", random, why)
             snap["dispersion"], snap["mean_cosine"] = homogenization.dispersion(t)
             snap["drift"] = float(1.0 - np.einsum("bd,bd->b", t, self._taste0).mean())
-            snap["genre_entropy"] = self._safe("genre_entropy", lambda: homogenization.mean_defined(
-                homogenization.genre_entropy(mem, world.catalog.genres), "genre entropy"))
-            snap["neighbor_similarity"] = self._safe("neighbor_similarity", lambda: homogenization.neighbor_similarity(
-                f, world.social.indptr, world.social.indices, p.interests, p.weights))
+            snap["genre_entropy"] = self._mean("genre_entropy", entropy, "genre entropy: no pair or user has data yet.")
+            snap["neighbor_similarity"] = self._safe("neighbor_similarity", lambda: cosines.sum() / degree.sum()
+                                                     if degree.sum() > 0 else self._undefined(
+                "neighbor similarity: the users have no neighbors (empty social graph)."))
             snap["random_pair_similarity"] = float(np.einsum("bd,bd->b", t, t[self._rand]).mean())
             snap["echo_excess"] = snap["neighbor_similarity"] - snap["random_pair_similarity"]
         for key, value in snap.items():
@@ -271,6 +313,11 @@ class Monitor:
     @staticmethod
     def _undefined(reason: str) -> float:
         raise UndefinedMetric(reason)
+
+    def _mean(self, name: str, values: np.ndarray, reason: str) -> float:
+        """Mean of the finite values; NaN (and ``reason`` noted) when there is none."""
+        v = values[np.isfinite(values)]
+        return self._safe(name, lambda: v.mean() if len(v) else self._undefined(reason))
 
     # LLM recommenders ------------------------------------------------------------------------------
     def record_generations(self, grounding: Grounding, valid: np.ndarray | None = None) -> None:
@@ -401,6 +448,15 @@ class Monitor:
         doc = {"summary": self.summary(), "audit_config": asdict(self.config), **(extra or {})}
         (folder / "audit.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
         return folder
+
+
+def _lift(gap_p: np.ndarray, gap_r: np.ndarray) -> float:
+    """``popularity.popularity_lift`` from per-row mean popularity of histories and of slates."""
+    if len(gap_p) == 0:
+        raise UndefinedMetric("popularity lift: no user has a history yet, so there is no taste to compare to.")
+    if gap_p.mean() <= 0:
+        raise UndefinedMetric("popularity lift: the histories hold only items of zero popularity.")
+    return float((gap_r.mean() - gap_p.mean()) / gap_p.mean())
 
 
 def _jsonable(x: Any) -> Any:
