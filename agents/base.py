@@ -96,6 +96,7 @@ def _builtin() -> dict[str, str]:
     return {
         "embedded": "agents.choice:MultinomialLogitUser",
         "mnl": "agents.choice:MultinomialLogitUser",
+        "llm": "agents.llm.user:LLMUser",
     }
 
 

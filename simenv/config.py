@@ -70,6 +70,7 @@ class EnvConfig:
     horizon: int = 50  # steps per session before truncation
     reward: str = "click"
     user_model: Any = "embedded"
+    llm: Any = None  # options of user_model="llm": a dict of agents.llm.LLMUserConfig fields
     choice: ChoiceConfig = field(default_factory=ChoiceConfig)  # options of the embedded user model
     candidate_sampler: str = "uniform"
     popular_share: float = 0.5  # for candidate_sampler="mixed"
@@ -93,6 +94,8 @@ class EnvConfig:
             raise ValueError(f"popular_share={self.popular_share!r}: must be in [0, 1].")
         if isinstance(self.choice, dict):
             object.__setattr__(self, "choice", _build(ChoiceConfig, self.choice, "choice"))
+        if self.llm is not None and self.user_model != "llm":
+            raise ValueError(f"llm={{...}} configures user_model='llm', but user_model={self.user_model!r}.")
         if isinstance(self.audit, bool):
             object.__setattr__(self, "audit", AuditConfig(enabled=self.audit))
         elif isinstance(self.audit, dict):

@@ -83,8 +83,7 @@ class Simulation:
         self.world_config = world_config
         self.config = env_config
         self.num_slots = num_slots
-        choice_opts = {"config": env_config.choice} if env_config.user_model in ("embedded", "mnl") else {}
-        self.user_model = resolve_user_model(env_config.user_model, **choice_opts)
+        self.user_model = resolve_user_model(env_config.user_model, **_user_model_options(env_config))
         self._popular_share = popular_share_of(env_config.candidate_sampler, env_config.popular_share)
         self.monitor = Monitor(env_config.audit, env_config.slate_size) if env_config.audit.enabled else None
         self._pin_item = -1
@@ -284,3 +283,12 @@ class Simulation:
         w, cfg = self.world, self.config
         return observation_space(w.population.persona.num_features + 1, w.population.memory_size,
                                  cfg.num_candidates, w.num_items, w.catalog.dim, cfg.candidate_features)
+
+
+def _user_model_options(config: EnvConfig) -> dict:
+    """Constructor options of the built-in user models, from the env config."""
+    if config.user_model in ("embedded", "mnl"):
+        return {"config": config.choice}
+    if config.user_model == "llm":
+        return {"config": config.llm, "choice": config.choice}
+    return {}
