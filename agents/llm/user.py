@@ -46,6 +46,8 @@ class LLMUserConfig:
     prefix_cache: int = 4096  # local: persona prefixes kept encoded (0: off)
     temperature: float = 1.0  # divides the answer log-probabilities before the draw
     device: str | None = None  # local: "cuda" when present, else "cpu"
+    timeout: float = 30.0  # http: seconds per request
+    retries: int = 3  # http: tries after the first before a dead server is an error
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
@@ -89,7 +91,8 @@ def make_scorer(config: LLMUserConfig) -> Any:
 
     if not config.base_url:
         raise ValueError("llm.base_url: backend='http' needs the server's URL, e.g. 'http://127.0.0.1:8000/v1'.")
-    return HTTPScorer(config.base_url, config.model, concurrency=config.batch_size)
+    return HTTPScorer(config.base_url, config.model, concurrency=config.batch_size, timeout=config.timeout,
+                      retries=config.retries)
 
 
 class LLMUser:

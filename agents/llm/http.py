@@ -1,0 +1,117 @@
+"""LLM users served by any OpenAI-compatible HTTP server (vLLM, ``transformers serve``, ...).
+
+One ``/v1/completions`` request per user prompt, ``concurrency`` in flight at once, one answer token.
+Servers that return ``logprobs`` (vLLM) give the answer distribution directly: the top log-probabilities
+of the answer letters, with letters outside the top list set just below the least likely listed one.
+Servers that ignore ``logprobs`` (``transformers serve``) are answered by parsing the generated text:
+the letter it names gets probability ``1 - eps``, the others share ``eps``. Text that names no option,
+or a body that is not the expected JSON, makes that row unusable (NaN): ``LLMUser`` counts it and the
+embedded model answers for that user. A server that does not answer at all (refused connection,
+timeout, 5xx) is retried with exponential backoff, then ``LLMServerError`` names the URL and what was
+tried: a dead server stops the run instead of silently turning every user into the fallback.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+PARSED_EPS = 0.05  # probability mass left to the options a parsed (text-only) answer did not name
+
+
+class LLMServerError(RuntimeError):
+    """The LLM server could not be reached or refused the request."""
+
+
+class HTTPScorer:
+    """Answer scoring over an OpenAI-compatible ``/v1/completions`` endpoint (see the module docstring)."""
+
+    def __init__(self, base_url: str, model: str, concurrency: int = 32, timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.5, top_logprobs: int = 20) -> None:
+        self.url = base_url.rstrip("/") + "/completions"
+        self.model = model
+        self.concurrency = max(1, concurrency)
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.top_logprobs = top_logprobs
+        self.counts = {"requests": 0, "retries": 0, "with_logprobs": 0, "parsed": 0, "unparseable": 0}
+
+    def answer_tokens(self, cue: str, labels: Sequence[str]) -> tuple[str, np.ndarray]:
+        """The prompt ends with the cue; the answers are the labels themselves (matched as text)."""
+        return cue, np.asarray(list(labels), dtype=object)
+
+    def next_token_logprobs(self, prefixes: Sequence[str], suffixes: Sequence[str], labels: np.ndarray,
+                            keys: Sequence[Hashable] | None = None) -> np.ndarray:
+        """(B, n) log-probabilities of the answer labels; NaN rows where the answer was unusable."""
+        prompts = [p + s for p, s in zip(prefixes, suffixes)]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            bodies = list(pool.map(self._post, prompts))
+        return np.stack([self._row(body, list(labels)) for body in bodies]) if bodies else \
+            np.zeros((0, len(labels)))
+
+    # one request ---------------------------------------------------------------------------------------
+    def _post(self, prompt: str) -> Any:
+        payload = json.dumps({"model": self.model, "prompt": prompt, "max_tokens": 2, "temperature": 0.0,
+                              "logprobs": self.top_logprobs}).encode()
+        tried = []
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.counts["retries"] += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=payload, headers={"Content-Type": "application/json"})
+            try:
+                self.counts["requests"] += 1
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    raw = response.read()
+            except urllib.error.HTTPError as err:
+                if err.code < 500:
+                    raise LLMServerError(f"{self.url} refused the request: HTTP {err.code} "
+                                         f"{err.read()[:200]!r} (model={self.model!r}).") from err
+                tried.append(f"HTTP {err.code}")
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                tried.append(type(err).__name__ + ": " + str(getattr(err, "reason", err)))
+                continue
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return None  # garbage: the row is unusable, not the server
+        raise LLMServerError(f"no answer from {self.url} after {self.retries + 1} tries "
+                             f"(timeout {self.timeout:g} s, backoff {self.backoff:g} s doubling): {'; '.join(tried)}")
+
+    def _row(self, body: Any, labels: list[str]) -> np.ndarray:
+        out = np.full(len(labels), np.nan)
+        try:
+            choice = body["choices"][0]
+            text = choice.get("text") or ""
+            logprobs = choice.get("logprobs") or {}
+            top = (logprobs.get("top_logprobs") or [None])[0]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            self.counts["unparseable"] += 1
+            return out
+        if isinstance(top, dict) and top:
+            found = {}
+            for token, lp in top.items():
+                t = str(token).strip()
+                if t in labels and t not in found:
+                    found[t] = float(lp)
+            if found:
+                floor = min(float(v) for v in top.values()) - 1.0
+                self.counts["with_logprobs"] += 1
+                return np.array([found.get(label, floor) for label in labels])
+        m = re.match(r"\s*([A-Za-z0-9]+)", text)
+        answer = m.group(1) if m else ""
+        if answer in labels:
+            self.counts["parsed"] += 1
+            n = len(labels)
+            out[:] = math.log(PARSED_EPS / max(n - 1, 1))
+            out[labels.index(answer)] = math.log(1 - PARSED_EPS)
+            return out
+        self.counts["unparseable"] += 1
+        return out
