@@ -230,7 +230,8 @@ class Simulation:
         self.needs_reset = terminated | truncated
         w.tick()
         if self.monitor is not None:
-            self.monitor.after_step(w, users, slates, responses.choice, responses.rating, active, snapshot)
+            self.monitor.after_step(w, users, slates, responses.choice, responses.rating, active, snapshot,
+                                    responses.fallback)
         self._retrieve(~self.needs_reset)
         return reward, terminated, truncated, active, info
 

@@ -111,6 +111,7 @@ def test_unusable_rows_fall_back_to_the_embedded_model_and_are_counted(user_lm):
     _, _, _, _, info = venv.step(np.tile(np.arange(4), (6, 1)))
     assert info["fallback"].tolist() == [True, False] * 3
     assert user.stats["unusable"] == 3 and user.stats["decisions"] == 6
+    assert venv.unwrapped.sim.monitor.summary()["engagement"]["fallback_share"] == pytest.approx(0.5)
 
 
 def test_bad_llm_options_are_errors_that_name_the_key(user_lm):

@@ -198,6 +198,7 @@ class Monitor:
         self.snapshots: dict[str, list[float]] = {}
         self._reo = np.zeros(4)  # hits head, hits tail, relevant head, relevant tail
         self.generation_counts: dict[str, int] = {}
+        self.fallbacks = 0  # user-steps answered by the fallback user model
         self.notes: dict[str, str] = {}
         # users followed by the homogenization snapshots: a fixed sample, its initial tastes, and pairs
         rng = np.random.default_rng([int(world.key) & 0xFFFFFFFF, 0xA0D17])
@@ -255,8 +256,12 @@ class Monitor:
         self._pending = snap
 
     def after_step(self, world: "World", users: np.ndarray, slates: np.ndarray, choice: np.ndarray,
-                   rating: np.ndarray, active: np.ndarray, snapshot: bool) -> None:
-        """Accumulate one step (every step) and, when ``snapshot``, measure the population."""
+                   rating: np.ndarray, active: np.ndarray, snapshot: bool, fallback: np.ndarray | None = None) -> None:
+        """Accumulate one step (every step) and, when ``snapshot``, measure the population.
+
+        ``fallback`` flags the rows an LLM user model could not answer (the embedded model did)."""
+        if fallback is not None and fallback.any():
+            self.fallbacks += int((fallback & active).sum())
         n = len(users)
         chunks = (n + _CHUNK - 1) // _CHUNK
         if self._partial is None or self._partial.shape[0] != chunks:
@@ -368,6 +373,7 @@ class Monitor:
                 "user_steps": int(served),
                 "ctr": ratio(a[_CLICKS], served, "ctr", "no user was served"),
                 "mean_rating": ratio(a[_RATING], a[_CLICKS], "mean_rating", "no click, so no rating"),
+                "fallback_share": ratio(self.fallbacks, served, "fallback_share", "no user was served"),
             },
             "popularity": {
                 "arp": ratio(a[_POP], served, "arp", "no user was served"),
