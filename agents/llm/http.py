@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,11 @@ class HTTPScorer:
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.top_logprobs = top_logprobs
         self.counts = {"requests": 0, "retries": 0, "with_logprobs": 0, "parsed": 0, "unparseable": 0}
+        self._lock = threading.Lock()  # requests run in a thread pool
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
 
     def answer_tokens(self, cue: str, labels: Sequence[str]) -> tuple[str, np.ndarray]:
         """The prompt ends with the cue; the answers are the labels themselves (matched as text)."""
@@ -62,11 +68,11 @@ class HTTPScorer:
         tried = []
         for attempt in range(self.retries + 1):
             if attempt:
-                self.counts["retries"] += 1
+                self._count("retries")
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url, data=payload, headers={"Content-Type": "application/json"})
             try:
-                self.counts["requests"] += 1
+                self._count("requests")
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     raw = response.read()
             except urllib.error.HTTPError as err:
@@ -93,7 +99,7 @@ class HTTPScorer:
             logprobs = choice.get("logprobs") or {}
             top = (logprobs.get("top_logprobs") or [None])[0]
         except (KeyError, IndexError, TypeError, AttributeError):
-            self.counts["unparseable"] += 1
+            self._count("unparseable")
             return out
         if isinstance(top, dict) and top:
             found = {}
@@ -103,15 +109,15 @@ class HTTPScorer:
                     found[t] = float(lp)
             if found:
                 floor = min(float(v) for v in top.values()) - 1.0
-                self.counts["with_logprobs"] += 1
+                self._count("with_logprobs")
                 return np.array([found.get(label, floor) for label in labels])
         m = re.match(r"\s*([A-Za-z0-9]+)", text)
         answer = m.group(1) if m else ""
         if answer in labels:
-            self.counts["parsed"] += 1
+            self._count("parsed")
             n = len(labels)
             out[:] = math.log(PARSED_EPS / max(n - 1, 1))
             out[labels.index(answer)] = math.log(1 - PARSED_EPS)
             return out
-        self.counts["unparseable"] += 1
+        self._count("unparseable")
         return out

@@ -18,7 +18,7 @@ Per step and batch of users:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -138,15 +138,16 @@ class LLMUser:
         logp, personas, suffixes = self._score_options(world, users, slates)
         usable = np.isfinite(logp).all(axis=1)
         u = world.uniforms(users, 2, stream=_STREAM)
-        probs = np.exp(_renormalise(np.where(usable[:, None], logp, 0.0) / self.config.temperature))
-        option = np.minimum((np.cumsum(probs, axis=1) < u[:, :1]).sum(axis=1), k)
+        option = _draw(np.where(usable[:, None], logp, 0.0) / self.config.temperature, u[:, 0])
         choice = np.where(option == k, -1, option).astype(np.int32)
         clicked = (choice >= 0) & usable
         rating = np.zeros(b, np.float32)
         rating_ok = np.ones(b, bool)
         if clicked.any():
             rows = np.flatnonzero(clicked)
-            rating[rows], rating_ok[rows] = self._ratings(rows, choice, u[:, 1], personas, suffixes)
+            labels = option_labels(k)
+            texts = [suffixes[r] + rating_suffix(labels[choice[r]]) for r in rows]
+            rating[rows], rating_ok[rows] = self._ratings([personas[r] for r in rows], texts, u[rows, 1])
         fallback = ~usable | ~rating_ok
         items = slates[np.arange(b), np.maximum(choice, 0)]
         watch = np.where(choice >= 0, world.catalog.duration[items] * (0.25 + 0.75 * (rating - 1) / 4), 0.0)
@@ -160,26 +161,24 @@ class LLMUser:
         self.stats["unusable"] += int((~usable).sum())
         return out
 
-    def _ratings(self, rows: np.ndarray, choice: np.ndarray, draws: np.ndarray, personas: list[str],
-                 suffixes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Ratings 1-5 drawn from the model's digit probabilities after the chosen letter."""
+    def _ratings(self, personas: list[str], texts: list[str], draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ratings 1-5 drawn from the model's digit probabilities after the chosen letter (``texts``
+        end with it and the rating cue); also whether each row was usable."""
         if self._rating_answer is None:
             self._rating_answer = self.scorer.answer_tokens(RATING_CUE, RATINGS)
         end, ids = self._rating_answer
-        labels = option_labels(max(choice.max() + 1, 1))
         tail = end[len(RATING_CUE):]
-        texts = [suffixes[r] + rating_suffix(labels[choice[r]]) + tail for r in rows]
-        logp = _renormalise(np.asarray(self.scorer.next_token_logprobs(
-            [personas[r] for r in rows], texts, ids), np.float64))
+        logp = _renormalise(np.asarray(self.scorer.next_token_logprobs(personas, [t + tail for t in texts], ids),
+                                       np.float64))
         ok = np.isfinite(logp).all(axis=1)
-        probs = np.exp(np.where(ok[:, None], logp, 0.0))
-        probs /= probs.sum(axis=1, keepdims=True)
-        digit = np.minimum((np.cumsum(probs, axis=1) < draws[rows, None]).sum(axis=1), len(RATINGS) - 1)
         self.stats["ratings_unusable"] += int((~ok).sum())
-        return (1 + digit).astype(np.float32), ok
+        return (1 + _draw(np.where(ok[:, None], logp, 0.0), draws)).astype(np.float32), ok
 
-    def describe(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "stats": dict(self.stats)}
+
+def _draw(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(B,) index drawn from softmax(logits) by inverting its CDF at the uniforms ``u``."""
+    cdf = np.cumsum(np.exp(_renormalise(logits)), axis=1)
+    return np.minimum((cdf < u[:, None]).sum(axis=1), logits.shape[1] - 1)
 
 
 def _renormalise(logp: np.ndarray) -> np.ndarray:

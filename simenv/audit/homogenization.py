@@ -54,14 +54,6 @@ def _unique_rows(x: np.ndarray) -> np.ndarray:
     return np.where(dup | (s < 0), -3, s)
 
 
-def mean_defined(values: np.ndarray, what: str) -> float:
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        raise UndefinedMetric(f"{what}: no pair or user has data yet.")
-    return float(v.mean())
-
-
 def dispersion(t: np.ndarray) -> tuple[float, float]:
     """(trace of the covariance, mean pairwise cosine) of unit taste rows.
 

@@ -114,37 +114,32 @@ def relevance_counts(values, candidates, slates, tail, counts):
 
 
 @njit(cache=True, inline="always")
+def _first(row, i):
+    """Whether row[i] is an item (>= 0) seen for the first time in its row (re-watches count once)."""
+    if row[i] < 0:
+        return False
+    for j in range(i):
+        if row[j] == row[i]:
+            return False
+    return True
+
+
+@njit(cache=True, inline="always")
 def _jaccard(a, b):
     """``homogenization.jaccard`` of one pair of -1 padded rows (NaN when both are empty)."""
     n_a = 0
     n_b = 0
     inter = 0
     for i in range(a.shape[0]):
-        x = a[i]
-        if x < 0:
-            continue
-        seen = False
-        for j in range(i):
-            if a[j] == x:
-                seen = True
-                break
-        if seen:
+        if not _first(a, i):
             continue
         n_a += 1
         for j in range(b.shape[0]):
-            if b[j] == x:
+            if b[j] == a[i]:
                 inter += 1
                 break
     for i in range(b.shape[0]):
-        x = b[i]
-        if x < 0:
-            continue
-        seen = False
-        for j in range(i):
-            if b[j] == x:
-                seen = True
-                break
-        if not seen:
+        if _first(b, i):
             n_b += 1
     union = n_a + n_b - inter
     return inter / union if union > 0 else math.nan

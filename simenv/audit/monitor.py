@@ -75,15 +75,11 @@ def _stream_body(users, active, slates, choice, rating, items, group_codes, out)
 
     ``items`` (I, 3) holds each item's popularity share, self-information and tail flag in one row, so
     a slate item costs one cache line, not three.
-
-    The fixed columns are summed in locals and written once per chunk: read-modify-writes through
-    ``out`` would chain on store-to-load forwarding and take most of the kernel's time.
     """
     n, k = slates.shape
     n_attr = group_codes.shape[0]
     for chunk in prange(out.shape[0]):
         acc = out[chunk]
-        served = pop_sum = tail_sum = novelty = clicks = ratings = rec_tail = click_head = click_tail = 0.0
         for b in range(chunk * _CHUNK, min(n, (chunk + 1) * _CHUNK)):
             if not active[b]:
                 continue
@@ -96,35 +92,26 @@ def _stream_body(users, active, slates, choice, rating, items, group_codes, out)
                 p += items[item, 0]
                 nov += items[item, 1]
                 t += items[item, 2]
-            served += 1.0
-            pop_sum += p / k
-            tail_sum += t / k
-            novelty += nov / k
-            rec_tail += t
+            acc[_SERVED] += 1.0
+            acc[_POP] += p / k
+            acc[_TAIL] += t / k
+            acc[_NOVELTY] += nov / k
+            acc[_REC_TAIL] += t
+            acc[_REC_HEAD] += k - t
             c = choice[b]
             r = 0.0
             if c >= 0:
                 r = rating[b]
-                clicks += 1.0
-                ratings += r
                 is_tail = items[slates[b, c], 2]
-                click_tail += is_tail
-                click_head += 1.0 - is_tail
+                acc[_CLICKS] += 1.0
+                acc[_RATING] += r
+                acc[_CLICK_TAIL] += is_tail
+                acc[_CLICK_HEAD] += 1.0 - is_tail
             for a in range(n_attr):
                 g = _FIXED + 3 * group_codes[a, u]
                 acc[g] += 1.0
                 acc[g + 1] += 1.0 if c >= 0 else 0.0
                 acc[g + 2] += r
-        acc[_SERVED] += served
-        acc[_POP] += pop_sum
-        acc[_TAIL] += tail_sum
-        acc[_NOVELTY] += novelty
-        acc[_CLICKS] += clicks
-        acc[_RATING] += ratings
-        acc[_REC_TAIL] += rec_tail
-        acc[_REC_HEAD] += served * k - rec_tail
-        acc[_CLICK_HEAD] += click_head
-        acc[_CLICK_TAIL] += click_tail
 
 
 _stream = njit(parallel=True, cache=True)(_stream_body)
@@ -202,8 +189,7 @@ class Monitor:
         self.notes: dict[str, str] = {}
         # users followed by the homogenization snapshots: a fixed sample, its initial tastes, and pairs
         rng = np.random.default_rng([int(world.key) & 0xFFFFFFFF, 0xA0D17])
-        self.sample = self.sample_size(world.num_users)
-        m = self.sample
+        m = self.sample = self.sample_size(world.num_users)
         self.followed = np.sort(rng.choice(world.num_users, m, replace=False))
         self._taste0 = homogenization.tastes(p.interests[self.followed], p.weights[self.followed])
         if m >= 2:
@@ -244,8 +230,8 @@ class Monitor:
         snap["miscalibration"] = self._mean("miscalibration", calibration[has_history],
                                             "miscalibration: no user has a history yet.")
         snap["ild"] = self._mean("ild", ild, "intra-list diversity needs slates of at least 2 items.")
-        snap["popularity_lift"] = self._safe("popularity_lift", lambda: _lift(gap_p[has_history],
-                                                                              gap_r[has_history]))
+        snap["popularity_lift"] = self._safe("popularity_lift", lambda: popularity.lift(gap_p[has_history],
+                                                                                        gap_r[has_history]))
         if hasattr(user_model, "item_values"):
             # relevant = the candidates the true user model ranks in its top k (known only in a simulator)
             values = user_model.item_values(world, u, cand)
@@ -454,15 +440,6 @@ class Monitor:
         doc = {"summary": self.summary(), "audit_config": asdict(self.config), **(extra or {})}
         (folder / "audit.json").write_text(json.dumps(doc, indent=1, default=_jsonable))
         return folder
-
-
-def _lift(gap_p: np.ndarray, gap_r: np.ndarray) -> float:
-    """``popularity.popularity_lift`` from per-row mean popularity of histories and of slates."""
-    if len(gap_p) == 0:
-        raise UndefinedMetric("popularity lift: no user has a history yet, so there is no taste to compare to.")
-    if gap_p.mean() <= 0:
-        raise UndefinedMetric("popularity lift: the histories hold only items of zero popularity.")
-    return float((gap_r.mean() - gap_p.mean()) / gap_p.mean())
 
 
 def _jsonable(x: Any) -> Any:

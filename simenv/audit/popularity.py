@@ -82,11 +82,18 @@ def popularity_lift(slates: np.ndarray, histories: np.ndarray, popularity: np.nd
     keep = n > 0
     if not keep.any():
         raise UndefinedMetric("popularity lift: no user has a history yet, so there is no taste to compare to.")
-    gap_p = (np.where(filled, p[np.maximum(h, 0)], 0.0).sum(axis=1)[keep] / n[keep]).mean()
-    gap_r = p[s[keep]].mean()
+    gap_p = np.where(filled, p[np.maximum(h, 0)], 0.0).sum(axis=1)[keep] / n[keep]
+    return lift(gap_p, p[s[keep]].mean(axis=1))
+
+
+def lift(history_popularity: np.ndarray, slate_popularity: np.ndarray) -> float:
+    """ΔGAP from per-user mean popularity shares of histories and of slates (users with a history)."""
+    if len(history_popularity) == 0:
+        raise UndefinedMetric("popularity lift: no user has a history yet, so there is no taste to compare to.")
+    gap_p, gap_r = float(np.mean(history_popularity)), float(np.mean(slate_popularity))
     if gap_p <= 0:
         raise UndefinedMetric("popularity lift: the histories hold only items of zero popularity.")
-    return float((gap_r - gap_p) / gap_p)
+    return (gap_r - gap_p) / gap_p
 
 
 def _parity(numer: np.ndarray, denom: np.ndarray, what: str) -> float:
