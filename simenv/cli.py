@@ -1,4 +1,5 @@
-"""The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``report`` and ``compare``."""
+"""The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``report``, ``compare`` and
+``train-user-lm`` (a user LM trained to imitate logged decisions)."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +105,45 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_user_lm(args: argparse.Namespace) -> int:
+    from agents.llm.model import UserLMConfig, new_user_lm
+    from agents.llm.records import movielens_decisions, simulated_decisions
+    from agents.llm.train import TrainConfig, train_user_lm
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise ValueError(f"--out {out} exists and is not empty; pass --overwrite to replace it.")
+    t0 = time.perf_counter()
+    if args.movielens:
+        decisions, data = movielens_decisions(args.movielens, per_user=args.per_user, slate_size=args.slate_size,
+                                              seed=args.seed, embedding_model=args.embedding_model)
+        titles = list(data.catalog.titles)
+        source = f"MovieLens-format logs in {args.movielens}"
+    else:
+        env_kwargs = dict(num_users=args.users, num_items=args.items, slate_size=args.slate_size,
+                          num_candidates=args.candidates, world_seed=args.seed, embedding_model=args.embedding_model)
+        decisions, world = simulated_decisions(env_kwargs, args.policy, args.steps, args.seed)
+        titles = list(world.catalog.titles)
+        source = f"the embedded choice model served by the {args.policy!r} policy for {args.steps} steps"
+    print(f"{len(decisions)} decisions from {source} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if args.model:
+        start = args.model
+    else:
+        texts = titles + [decisions.persona[i] + decisions.context[i] for i in range(0, len(decisions),
+                                                                                     max(1, len(decisions) // 2000))]
+        start = new_user_lm(texts, out, UserLMConfig(vocab_size=args.vocab_size, hidden_size=args.hidden,
+                                                     intermediate_size=3 * args.hidden, num_layers=args.layers,
+                                                     num_heads=args.heads, num_kv_heads=max(1, args.heads // 2),
+                                                     seed=args.seed))
+        print(f"new model and tokenizer in {out}", flush=True)
+    config = TrainConfig(sft_epochs=args.sft_epochs, dpo_epochs=args.dpo_epochs, batch_size=args.batch_size,
+                         lr=args.lr, dpo_lr=args.dpo_lr, beta=args.beta, seed=args.seed, device=args.device)
+    train_user_lm(start, decisions, config, out=out)
+    print(f"user LM in {out} ({time.perf_counter() - t0:.1f} s); use it with "
+          f"gym.make('RecSim-LLM-v0', user_model='llm', llm={{'model': '{out}'}})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsim-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--resamples", type=int, default=10_000)
     compare.add_argument("--json", help="also write the comparison to this file")
     compare.set_defaults(func=_compare)
+    lm = sub.add_parser("train-user-lm", help="train a user LM to imitate logged decisions (SFT, then DPO)")
+    lm.add_argument("--out", required=True, help="folder of the trained model (a Hugging Face model folder)")
+    lm.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    lm.add_argument("--movielens", help="MovieLens-format folder (u.data, u.item, u.user); default: simulator logs")
+    lm.add_argument("--per-user", type=int, default=10, help="MovieLens: logged choices per user")
+    lm.add_argument("--users", type=int, default=500, help="simulator logs: users (one decision each per step)")
+    lm.add_argument("--items", type=int, default=500)
+    lm.add_argument("--steps", type=int, default=20)
+    lm.add_argument("--candidates", type=int, default=20)
+    lm.add_argument("--policy", default="popular", help="simulator logs: the baseline policy that serves users")
+    lm.add_argument("--slate-size", type=int, default=5, help="options per decision (MovieLens: the sampled slate)")
+    lm.add_argument("--embedding-model", default="minilm", choices=("minilm", "random"))
+    lm.add_argument("--model", help="start from this local Hugging Face model folder instead of a new model")
+    lm.add_argument("--vocab-size", type=int, default=2000)
+    lm.add_argument("--hidden", type=int, default=128)
+    lm.add_argument("--layers", type=int, default=4)
+    lm.add_argument("--heads", type=int, default=4)
+    lm.add_argument("--sft-epochs", type=int, default=3)
+    lm.add_argument("--dpo-epochs", type=int, default=1)
+    lm.add_argument("--batch-size", type=int, default=16)
+    lm.add_argument("--lr", type=float, default=3e-3)
+    lm.add_argument("--dpo-lr", type=float, default=5e-4)
+    lm.add_argument("--beta", type=float, default=0.1)
+    lm.add_argument("--device", help="cuda when present, else cpu")
+    lm.add_argument("--seed", type=int, default=0)
+    lm.set_defaults(func=_train_user_lm)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

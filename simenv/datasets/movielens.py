@@ -9,7 +9,7 @@ and documented here:
 - duration: not in the data; 110 min +- 20 from a hash of the item id (deterministic, carries
   no information);
 - initial interests: for each user, the unit mean embedding of the items they liked in each of
-  their K most-watched genres (see ``_initial_interests``).
+  their K most-watched genres (see ``interests_from_ratings``).
 
 Users and items get dense indices in order of their original ids; ``catalog.item_ids`` keeps
 the original item ids (user ``u`` is the u-th smallest user id of ``u.user``).
@@ -97,7 +97,7 @@ def load_movielens(
         embeddings=center(embed_texts(item_texts(titles, genres, genre_names), dim=dim, model=embedding_model,
                                       cache_dir=cache_dir)),
     )
-    interests, weights = _initial_interests(
+    interests, weights = interests_from_ratings(
         interactions, catalog, len(user_ids), num_interests, min_rating_liked, np.random.default_rng(seed))
     return WorldData(catalog=catalog, persona=persona, interests=interests, weights=weights,
                      interactions=interactions)
@@ -124,7 +124,7 @@ def _hashed_duration(item_ids: np.ndarray) -> np.ndarray:
     return (110.0 + 40.0 * (h.astype(np.float64) / 2**32 - 0.5)).astype(np.float32)
 
 
-def _initial_interests(
+def interests_from_ratings(
     ia: Interactions,
     catalog: Catalog,
     num_users: int,
