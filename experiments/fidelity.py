@@ -109,21 +109,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"))
     ap.add_argument("--quick", action="store_true", help="synthetic world, small model: a smoke run")
-    ap.add_argument("--per-user", type=int, default=10, help="training decision points per user")
+    ap.add_argument("--per-user", type=int, default=5, help="training decision points per user")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm-hidden", type=int, default=128)
-    ap.add_argument("--lm-layers", type=int, default=4)
+    ap.add_argument("--lm-layers", type=int, default=2)
     ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument("--dpo-epochs", type=int, default=1)
-    ap.add_argument("--sasrec-epochs", type=int, default=200)
+    ap.add_argument("--sasrec-epochs", type=int, default=100)
     ap.add_argument("--skip-llm", action="store_true")
     ap.add_argument("--work", default="runs/fidelity", help="folder for the trained user LM")
     ap.add_argument("--out", help="also write the results as JSON here")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="torch threads (use 1 when the machine is shared: busy cores stall torch's thread pool)")
     args = ap.parse_args()
 
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if not args.quick and Path(args.data, "u.data").is_file():
         data, source = load_movielens(args.data), f"MovieLens-format logs in {args.data}"

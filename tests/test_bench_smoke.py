@@ -1,6 +1,7 @@
 """The throughput benchmark runs end to end and prints its tables with positive figures."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,20 @@ def test_quick_benchmark_prints_the_throughput_table_with_positive_figures():
     for j, column in enumerate(stage_header):
         if column.endswith("ms/step"):
             assert _number(total[j]) > 0, f"{column} of the total step is not positive: {total[j]!r}"
+
+
+def test_llm_user_benchmark_times_batched_scoring_against_the_per_user_loop():
+    pytest.importorskip("transformers")
+    script = SCRIPT.with_name("bench_llm_users.py")
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--users", "16", "--loop-users", "2", "--rounds",
+                           "2", "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    header, rows = _rows(lines, "| path |")
+    assert [r[0].split()[0] for r in rows] == ["(a)", "(a')", "(b)"]  # respond, choice only, per-user loop
+    j = header.index("decisions/s (median)")
+    assert all(_number(r[j]) > 0 for r in rows)
+    result = json.loads(lines[-1])
+    assert result["users"] == 16 and result["loop_users"] == 2 and result["rounds"] == 2
+    assert result["ratio"]["respond"]["median"] > 0 and 0 <= result["unparseable"] <= result["loop_decisions"] == 4
+    assert any(line.startswith("- (a) / (b): **") for line in lines)

@@ -7,7 +7,7 @@ import simenv  # noqa: F401
 from agents.llm import LLMUser, PromptConfig, build_prompts
 from agents.llm.local import LocalLM
 from agents.llm.model import UserLMConfig, new_user_lm
-from agents.llm.prompts import ANSWER_CUE, option_labels
+from agents.llm.prompts import ANSWER_CUE, RATING_CUE, RATINGS, option_labels, rating_suffix
 from policies import evaluate, make_policy
 
 WORLD = dict(num_users=40, num_items=120, embedding_model="random", world_seed=2, slate_size=4, num_candidates=10)
@@ -123,3 +123,23 @@ def test_bad_llm_options_are_errors_that_name_the_key(user_lm):
         gym.make("RecSim-LLM-v0", user_model="llm", llm={"model": "/nonexistent"}, **WORLD)
     with pytest.raises(ValueError, match="configures user_model='llm'"):
         gym.make("RecSim-LLM-v0", llm={"model": str(user_lm)}, **WORLD)
+
+
+def test_a_rating_continued_from_the_kept_choice_pass_equals_rereading_the_whole_prompt(user_lm):
+    env = gym.make("RecSim-LLM-v0", **WORLD)
+    env.reset(seed=0)
+    w = env.unwrapped.world
+    users = np.arange(7)
+    slates = np.stack([np.random.default_rng(u).choice(120, 4, replace=False) for u in users])
+    p = build_prompts(w, users, slates, PromptConfig())
+    suffixes = [s + q for s, q in zip(p.state, p.question)]
+    lm = LocalLM(user_lm, batch_size=3)
+    _, letters = lm.answer_tokens(ANSWER_CUE, option_labels(4))
+    _, digits = lm.answer_tokens(RATING_CUE, RATINGS)
+    lm.next_token_logprobs(p.persona, suffixes, letters, keep=True)
+    rows = np.array([0, 2, 3, 6])  # across the three kept batches
+    answers = [rating_suffix(label) for label in "ACBD"]
+    continued = lm.continued_logprobs(rows, answers, digits)
+    reread = LocalLM(user_lm, prefix_cache=0).next_token_logprobs(
+        [p.persona[r] for r in rows], [suffixes[r] + a for r, a in zip(rows, answers)], digits)
+    np.testing.assert_allclose(continued, reread, atol=1e-5)

@@ -9,6 +9,9 @@ or a body that is not the expected JSON, makes that row unusable (NaN): ``LLMUse
 embedded model answers for that user. A server that does not answer at all (refused connection,
 timeout, 5xx) is retried with exponential backoff, then ``LLMServerError`` names the URL and what was
 tried: a dead server stops the run instead of silently turning every user into the fallback.
+
+``generate`` (free-text feedback, only when asked for) sends the same requests with ``max_tokens`` new
+tokens at temperature 0 and no ``logprobs``, with the same retries; a body without text gives "".
 """
 from __future__ import annotations
 
@@ -61,10 +64,18 @@ class HTTPScorer:
         return np.stack([self._row(body, list(labels)) for body in bodies]) if bodies else \
             np.zeros((0, len(labels)))
 
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy (temperature 0) completion of each prompt, at most ``max_new_tokens`` tokens, stripped."""
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            bodies = list(pool.map(lambda p: self._post(p, max_new_tokens, logprobs=False), prompts))
+        return [_text(body) for body in bodies]
+
     # one request ---------------------------------------------------------------------------------------
-    def _post(self, prompt: str) -> Any:
-        payload = json.dumps({"model": self.model, "prompt": prompt, "max_tokens": 2, "temperature": 0.0,
-                              "logprobs": self.top_logprobs}).encode()
+    def _post(self, prompt: str, max_tokens: int = 2, logprobs: bool = True) -> Any:
+        fields = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0}
+        if logprobs:
+            fields["logprobs"] = self.top_logprobs
+        payload = json.dumps(fields).encode()
         tried = []
         for attempt in range(self.retries + 1):
             if attempt:
@@ -121,3 +132,12 @@ class HTTPScorer:
             return out
         self._count("unparseable")
         return out
+
+
+def _text(body: Any) -> str:
+    """The completion text of a response body, stripped; "" when the body has none."""
+    try:
+        text = body["choices"][0]["text"]
+    except (KeyError, IndexError, TypeError):
+        return ""
+    return text.strip() if isinstance(text, str) else ""

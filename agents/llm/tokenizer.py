@@ -43,5 +43,5 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
 
 def _with_answers(texts: Iterable[str], answers: list[str]) -> Iterable[str]:
     yield from texts
-    for _ in range(50):
+    for _ in range(500):
         yield "".join(answers)

@@ -71,7 +71,8 @@ class _Encoded:
 
     ``letter_at[i]`` / ``rating_at[i]`` are the positions whose logits predict the letter / the digit
     (``rating_at`` is -1 for "none"). Texts are tokenised exactly as ``LLMUser`` scores them: the
-    persona with the tokenizer's start tokens, then the rest as one piece.
+    persona with the tokenizer's start tokens, then state and question as one piece, then the answer
+    and the rating cue as a continuation.
     """
 
     def __init__(self, lm: LocalLM, d: Decisions) -> None:
@@ -90,10 +91,10 @@ class _Encoded:
             if c == d.slate_size:
                 self.ids.append(prompt + [int(self.letter_ids[c])])
                 continue
-            full = head + lm.encode(d.context[i] + tail + rating_suffix(labels[c]) + rating_tail, False)
-            if full[: len(prompt) + 1] != prompt + [int(self.letter_ids[c])]:
-                raise ValueError("train_user_lm: the tokenizer merges the answer letter with the text around it; "
-                                 "LLM users need the letter to be its own token after the answer cue.")
+            full = prompt + lm.encode(rating_suffix(labels[c]) + rating_tail, False)  # as LLMUser continues
+            if full[len(prompt)] != int(self.letter_ids[c]):
+                raise ValueError("train_user_lm: the tokenizer does not spell the chosen answer letter as its own "
+                                 "token after the answer cue; LLM users score one-token answers.")
             self.rating_at[i] = len(full) - 1
             self.ids.append(full + [int(self.digit_ids[int(d.rating[i]) - 1])])
         self.choice = d.choice.astype(np.int64)
