@@ -29,6 +29,17 @@ def user_lm(tmp_path_factory):
     return new_user_lm(corpus(env), tmp_path_factory.mktemp("user_lm"), UserLMConfig(vocab_size=700))
 
 
+def prompt_parts(n: int):
+    """Prompts of the first n users of a fresh world, each shown a seeded slate of 4, and their
+    state + question suffixes."""
+    env = gym.make("RecSim-LLM-v0", **WORLD)
+    env.reset(seed=0)
+    users = np.arange(n)
+    slates = np.stack([np.random.default_rng(u).choice(120, 4, replace=False) for u in users])
+    p = build_prompts(env.unwrapped.world, users, slates, PromptConfig())
+    return p, [s + q for s, q in zip(p.state, p.question)]
+
+
 def test_the_interest_text_follows_the_interest_vectors():
     env = gym.make("RecSim-LLM-v0", **WORLD)
     env.reset(seed=0)
@@ -43,13 +54,7 @@ def test_the_interest_text_follows_the_interest_vectors():
 
 
 def test_batched_cached_scores_equal_one_by_one_uncached_scores(user_lm):
-    env = gym.make("RecSim-LLM-v0", **WORLD)
-    env.reset(seed=0)
-    w = env.unwrapped.world
-    users = np.arange(9)
-    slates = np.stack([np.random.default_rng(u).choice(120, 4, replace=False) for u in users])
-    p = build_prompts(w, users, slates, PromptConfig())
-    suffixes = [s + q for s, q in zip(p.state, p.question)]
+    p, suffixes = prompt_parts(9)
     batched = LocalLM(user_lm, batch_size=4)
     single = LocalLM(user_lm, batch_size=1, prefix_cache=0)
     _, ids = batched.answer_tokens(ANSWER_CUE, option_labels(4))
@@ -126,13 +131,7 @@ def test_bad_llm_options_are_errors_that_name_the_key(user_lm):
 
 
 def test_a_rating_continued_from_the_kept_choice_pass_equals_rereading_the_whole_prompt(user_lm):
-    env = gym.make("RecSim-LLM-v0", **WORLD)
-    env.reset(seed=0)
-    w = env.unwrapped.world
-    users = np.arange(7)
-    slates = np.stack([np.random.default_rng(u).choice(120, 4, replace=False) for u in users])
-    p = build_prompts(w, users, slates, PromptConfig())
-    suffixes = [s + q for s, q in zip(p.state, p.question)]
+    p, suffixes = prompt_parts(7)
     lm = LocalLM(user_lm, batch_size=3)
     _, letters = lm.answer_tokens(ANSWER_CUE, option_labels(4))
     _, digits = lm.answer_tokens(RATING_CUE, RATINGS)

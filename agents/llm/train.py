@@ -56,9 +56,8 @@ class TrainConfig:
         for name in ("sft_epochs", "dpo_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 0.")
-        for name in ("batch_size",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name}={getattr(self, name)}: must be >= 1.")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size={self.batch_size}: must be >= 1.")
         for name in ("lr", "dpo_lr", "beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be > 0.")

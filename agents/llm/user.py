@@ -146,23 +146,22 @@ class LLMUser:
     def option_logprobs(self, world: "World", users: np.ndarray, slates: np.ndarray) -> np.ndarray:
         """(B, k + 1) log-probabilities of each slate position and, last, of "none", renormalised over
         the options; rows the backend could not score are NaN."""
-        return self._score_options(world, np.asarray(users, np.int64), np.asarray(slates))[0]
+        personas, suffixes, ids = self._prompts(world, np.asarray(users, np.int64), np.asarray(slates))
+        return _renormalise(np.asarray(self.scorer.next_token_logprobs(personas, suffixes, ids), np.float64))
 
-    def _score_options(self, world: "World", users: np.ndarray, slates: np.ndarray):
+    def _prompts(self, world: "World", users: np.ndarray, slates: np.ndarray
+                 ) -> tuple[list[str], list[str], np.ndarray]:
+        """Persona prefixes, state + question suffixes ending where the answer goes, answer tokens."""
         prompts = build_prompts(world, users, slates, self.config.prompt, social=world.social.num_edges > 0)
         end, ids = self._answer(slates.shape[1])
         tail = end[len(ANSWER_CUE):]
-        suffixes = [s + q + tail for s, q in zip(prompts.state, prompts.question)]
-        logp = np.asarray(self.scorer.next_token_logprobs(prompts.persona, suffixes, ids), np.float64)
-        return _renormalise(logp), prompts.persona, suffixes
+        return prompts.persona, [s + q + tail for s, q in zip(prompts.state, prompts.question)], ids
 
     def respond(self, world: "World", users: np.ndarray, slates: np.ndarray) -> Responses:
         users = np.asarray(users, np.int64)
         slates = np.asarray(slates)
         b, k = slates.shape
-        prompts = build_prompts(world, users, slates, self.config.prompt, social=world.social.num_edges > 0)
-        end, ids = self._answer(k)
-        suffixes = [s + q + end[len(ANSWER_CUE):] for s, q in zip(prompts.state, prompts.question)]
+        personas, suffixes, ids = self._prompts(world, users, slates)
         u = world.uniforms(users, 2, stream=_STREAM)
         labels = option_labels(k)
         # A backend that can continue its last prompts (``continued_logprobs``) scores each rating from
@@ -177,7 +176,7 @@ class LLMUser:
         for lo in range(0, b, step):
             sl = slice(lo, lo + step)
             logp = _renormalise(np.asarray(self.scorer.next_token_logprobs(
-                prompts.persona[sl], suffixes[sl], ids, **({"keep": True} if continues else {})), np.float64))
+                personas[sl], suffixes[sl], ids, **({"keep": True} if continues else {})), np.float64))
             usable[sl] = np.isfinite(logp).all(axis=1)
             option = _draw(np.where(usable[sl, None], logp, 0.0) / self.config.temperature, u[sl, 0])
             choice[sl] = np.where(option == k, -1, option)
@@ -185,7 +184,7 @@ class LLMUser:
             if len(rows):
                 after = [rating_suffix(labels[c]) for c in choice[sl][rows]]
                 rating[lo + rows], rating_ok[lo + rows] = self._ratings(
-                    [prompts.persona[lo + r] for r in rows], [suffixes[lo + r] for r in rows], after,
+                    [personas[lo + r] for r in rows], [suffixes[lo + r] for r in rows], after,
                     u[lo + rows, 1], rows if continues else None)
         fallback = ~usable | ~rating_ok
         items = slates[np.arange(b), np.maximum(choice, 0)]
