@@ -20,7 +20,7 @@ round rotates their order), on a fresh slate per user each round, after one unti
 its median and interquartile range the result. On a CPU shared with other work, ``--threads 1``
 avoids torch's OpenMP threads spinning against the other processes (a tenfold slowdown was seen).
 
-The default model is the tiny from-scratch user LM (``new_user_lm`` on the world's own text, random
+The default model is the tiny from-scratch user LM (``new_lm`` on the world's own text, random
 weights: speed does not depend on what the weights say). ``--model`` takes any local Hugging Face
 folder; ``--build-0.5b FOLDER`` saves a randomly initialised Qwen2-architecture model of the 0.5B
 shape (hidden 896, 24 layers, 14 heads, 2 KV heads, MLP 4864, vocabulary 151,936) with the user-LM
@@ -145,9 +145,9 @@ def resolve_model(args: argparse.Namespace, world, scratch: Path) -> tuple[Path,
     if args.build_05b:
         return build_qwen2_05b(texts, Path(args.build_05b), args.layers, args.seed), \
             f"random Qwen2 0.5B shape, {args.layers} layers ({args.build_05b})"
-    from agents.llm.model import UserLMConfig, new_user_lm
+    from agents.llm.model import LMConfig, new_lm
 
-    return new_user_lm(texts, scratch / "user_lm", UserLMConfig(seed=args.seed)), "tiny user LM (random weights)"
+    return new_lm(texts, scratch / "user_lm", LMConfig(seed=args.seed)), "tiny user LM (random weights)"
 
 
 def run_loop(lm, world, users: np.ndarray, slates: np.ndarray, new_tokens: int) -> int:

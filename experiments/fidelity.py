@@ -40,21 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.choice import ChoiceConfig, MultinomialLogitUser  # noqa: E402
 from simenv.datasets import Interactions, WorldData, load_movielens, synthetic_world  # noqa: E402
+from simenv.audit.ranking import ranking_metrics  # noqa: E402
 from simenv.datasets.replay import (Histories, decision_points, leave_last_out, prefix_world,  # noqa: E402
                                     sample_candidates)
 
 CANDIDATES = 20
 # calibration grid of the embedded model: (temperature, quality_weight, interest_weight)
 GRID = list(itertools.product((0.02, 0.05, 0.1, 0.2, 0.5), (0.0, 1.0, 2.0, 4.0), (0.0, 0.1, 0.5)))
-
-
-def ranking_metrics(scores: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per test decision: hit@1, hit@5 and NDCG@5 of the true column; ties are broken at random."""
-    jitter = np.random.default_rng(seed).random(scores.shape) * 1e-9
-    s = scores.astype(np.float64) + jitter * (1 + np.abs(scores))
-    rank = (s > s[np.arange(len(s)), truth][:, None]).sum(axis=1)  # 0 = ranked first
-    return {"HR@1": (rank < 1).astype(float), "HR@5": (rank < 5).astype(float),
-            "NDCG@5": np.where(rank < 5, 1.0 / np.log2(rank + 2), 0.0)}
 
 
 def with_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -194,7 +186,7 @@ def llm_scores(args, data: WorldData, train: Interactions, points, world, users,
     """Train a user LM from scratch on the training decisions and score the test candidates with it."""
     from agents.llm import LLMUser
     from agents.llm.local import LocalLM
-    from agents.llm.model import UserLMConfig, new_user_lm
+    from agents.llm.model import LMConfig, new_lm
     from agents.llm.records import logged_decisions
     from agents.llm.train import TrainConfig, train_user_lm
 
@@ -203,7 +195,7 @@ def llm_scores(args, data: WorldData, train: Interactions, points, world, users,
     texts = list(data.catalog.titles) + [decisions.persona[i] + decisions.context[i]
                                          for i in range(0, len(decisions), max(1, len(decisions) // 2000))]
     hidden = 64 if args.quick else args.lm_hidden
-    folder = new_user_lm(texts, Path(args.work) / "user_lm", UserLMConfig(
+    folder = new_lm(texts, Path(args.work) / "user_lm", LMConfig(
         hidden_size=hidden, intermediate_size=3 * hidden, num_layers=2 if args.quick else args.lm_layers,
         num_heads=4, num_kv_heads=2, seed=args.seed))
     epochs = (1, 1) if args.quick else (args.sft_epochs, args.dpo_epochs)

@@ -106,7 +106,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _train_user_lm(args: argparse.Namespace) -> int:
-    from agents.llm.model import UserLMConfig, new_user_lm
+    from agents.llm.model import LMConfig, new_lm
     from agents.llm.records import movielens_decisions, simulated_decisions
     from agents.llm.train import TrainConfig, train_user_lm
 
@@ -131,7 +131,7 @@ def _train_user_lm(args: argparse.Namespace) -> int:
     else:
         texts = titles + [decisions.persona[i] + decisions.context[i] for i in range(0, len(decisions),
                                                                                      max(1, len(decisions) // 2000))]
-        start = new_user_lm(texts, out, UserLMConfig(vocab_size=args.vocab_size, hidden_size=args.hidden,
+        start = new_lm(texts, out, LMConfig(vocab_size=args.vocab_size, hidden_size=args.hidden,
                                                      intermediate_size=3 * args.hidden, num_layers=args.layers,
                                                      num_heads=args.heads, num_kv_heads=max(1, args.heads // 2),
                                                      seed=args.seed))

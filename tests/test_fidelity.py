@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from fidelity import ranking_metrics  # noqa: E402
+from simenv.audit.ranking import ranking_metrics
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "fidelity.py"
 

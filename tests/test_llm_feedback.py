@@ -12,7 +12,7 @@ import simenv  # noqa: F401
 from agents.llm import LLMUser, PromptConfig, build_prompts
 from agents.llm.http import HTTPScorer
 from agents.llm.local import LocalLM
-from agents.llm.model import UserLMConfig, new_user_lm
+from agents.llm.model import LMConfig, new_lm
 from agents.llm.user import FEEDBACK_CUE
 from test_llm_users import WORLD, corpus
 
@@ -25,7 +25,7 @@ def user_lm(tmp_path_factory):
 
     env = gym.make("RecSim-LLM-v0", **WORLD)
     env.reset(seed=0)
-    folder = new_user_lm(corpus(env), tmp_path_factory.mktemp("feedback_lm"), UserLMConfig(vocab_size=700))
+    folder = new_lm(corpus(env), tmp_path_factory.mktemp("feedback_lm"), LMConfig(vocab_size=700))
     model = AutoModelForCausalLM.from_pretrained(folder)
     torch.manual_seed(0)
     with torch.no_grad():

@@ -18,7 +18,7 @@ import pytest
 
 import simenv  # noqa: F401
 from agents.llm.http import LLMServerError
-from agents.llm.model import UserLMConfig, new_user_lm
+from agents.llm.model import LMConfig, new_lm
 from test_llm_users import WORLD, corpus
 
 pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
@@ -60,7 +60,7 @@ def serve(model: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
 def user_lm(tmp_path_factory):
     env = gym.make("RecSim-LLM-v0", **WORLD)
     env.reset(seed=0)
-    return new_user_lm(corpus(env), tmp_path_factory.mktemp("served_lm"), UserLMConfig(vocab_size=700))
+    return new_lm(corpus(env), tmp_path_factory.mktemp("served_lm"), LMConfig(vocab_size=700))
 
 
 def make_env(url: str, model: str, **llm):

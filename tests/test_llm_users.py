@@ -6,7 +6,7 @@ import pytest
 import simenv  # noqa: F401
 from agents.llm import LLMUser, PromptConfig, build_prompts
 from agents.llm.local import LocalLM
-from agents.llm.model import UserLMConfig, new_user_lm
+from agents.llm.model import LMConfig, new_lm
 from agents.llm.prompts import ANSWER_CUE, RATING_CUE, RATINGS, option_labels, rating_suffix
 from policies import evaluate, make_policy
 
@@ -26,7 +26,7 @@ def corpus(env) -> list[str]:
 def user_lm(tmp_path_factory):
     env = gym.make("RecSim-LLM-v0", **WORLD)
     env.reset(seed=0)
-    return new_user_lm(corpus(env), tmp_path_factory.mktemp("user_lm"), UserLMConfig(vocab_size=700))
+    return new_lm(corpus(env), tmp_path_factory.mktemp("user_lm"), LMConfig(vocab_size=700))
 
 
 def prompt_parts(n: int):

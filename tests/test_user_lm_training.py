@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 import simenv  # noqa: F401
-from agents.llm.model import UserLMConfig, new_user_lm
+from agents.llm.model import LMConfig, new_lm
 from agents.llm.prompts import ANSWER_CUE, option_labels
 from agents.llm.records import Decisions, RecordingUser
 from agents.llm.train import TrainConfig, train_user_lm
 from policies import evaluate, make_policy
 from simenv.cli import main
 
-TINY_LM = UserLMConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
+TINY_LM = LMConfig(vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, num_kv_heads=1)
 
 
 def rule_decisions(n: int, seed: int = 0) -> Decisions:
@@ -52,7 +52,7 @@ def test_decisions_reject_out_of_range_choices_and_missing_ratings():
 def test_sft_then_dpo_teaches_a_from_scratch_lm_a_decision_rule(tmp_path):
     d = rule_decisions(400)
     texts = [p + c for p, c in zip(d.persona, d.context)]
-    folder = new_user_lm(texts, tmp_path / "lm", TINY_LM)
+    folder = new_lm(texts, tmp_path / "lm", TINY_LM)
     report = train_user_lm(folder, d, TrainConfig(sft_epochs=3, dpo_epochs=1, dpo_nll_weight=0.0, holdout=0.2,
                                                   lr=1e-2), log=lambda s: None)
     phases = report["phases"]

@@ -1,8 +1,9 @@
-"""A small causal LM for users, built from a config and the simulator's own text (no model hub).
+"""A small causal LM built from a config and the simulator's own text (no model hub): user LMs and LLM
+recommenders both start from it.
 
-``new_user_lm`` makes the tokenizer from the catalog and prompt text and a Llama-architecture model
+``new_lm`` makes the tokenizer from the catalog and prompt text and a Llama-architecture model
 of a few layers, and saves both as a Hugging Face folder, so ``LocalLM``, ``transformers serve`` and
-the trainers load it like any downloaded model. ``recsim-llm train-user-lm`` then trains it.
+the trainers load it like any downloaded model. ``recsim-llm train-user-lm`` trains it as a user, ``policies.llm`` as a recommender.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from agents.llm.tokenizer import build_tokenizer
 
 
 @dataclass(frozen=True)
-class UserLMConfig:
-    """Shape of a from-scratch user LM (defaults: ~0.4M parameters, trains on CPU in minutes)."""
+class LMConfig:
+    """Shape of a from-scratch causal LM (defaults: ~0.4M parameters, trains on CPU in minutes)."""
 
     vocab_size: int = 2000
     hidden_size: int = 64
@@ -27,7 +28,7 @@ class UserLMConfig:
     seed: int = 0
 
 
-def new_user_lm(texts: Iterable[str], folder: str | Path, config: UserLMConfig = UserLMConfig()) -> Path:
+def new_lm(texts: Iterable[str], folder: str | Path, config: LMConfig = LMConfig()) -> Path:
     """Build the tokenizer on ``texts`` and a freshly initialised model; save both to ``folder``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
