@@ -146,11 +146,11 @@ def examples_from_logs(interactions: Interactions, num_users: int, num_items: in
                         "examples_from_logs: decision point {row} lies outside its user's history in this log; "
                         "pass the log the points were drawn from.")
     kept = np.minimum(position, history)
-    offset = np.arange(history)[None, :] - (history - kept)[:, None]  # (n, H) index into the kept events
-    filled = offset >= 0
-    at = h.start[user][:, None] + (position - kept)[:, None] + np.where(filled, offset, 0)
-    items = interactions.item[h.order[np.minimum(at, max(len(h.order) - 1, 0))]] if len(h.order) else at
-    past = np.where(filled, items, -1).astype(np.int64)
+    offset = np.arange(history)[None, :] - (history - kept)[:, None]  # (n, H) index among the kept events
+    rows, cols = np.nonzero(offset >= 0)
+    first = h.start[user] + position - kept  # log position (in time order) of each row's oldest kept event
+    past = np.full((len(user), history), -1, np.int64)
+    past[rows, cols] = interactions.item[h.order[first[rows] + offset[rows, cols]]]
     candidates, target = sample_candidates(interactions, points, num_items, num_candidates, seed)
     return RecExamples(user, past, candidates.astype(np.int64), target.astype(np.int64))
 
@@ -342,10 +342,14 @@ def _body_and_year(title: str) -> tuple[str, str]:
 
 
 def _splice(head: str, tail: str, u: float, v: float) -> str:
-    """The first words of ``head`` and the last words of ``tail``; cut points from u, v in [0, 1)."""
+    """The first words of ``head`` and the last words of ``tail``; cut points from u, v in [0, 1).
+
+    The head keeps at least two words (so an article never stands alone) and the tail at least one.
+    """
     a, b = head.split(), tail.split()
-    cut_a = 1 + int(u * max(len(a) - 1, 1))
-    cut_b = int(v * max(len(b) - 1, 1)) + (1 if len(b) > 1 else 0)
+    keep = min(2, len(a))
+    cut_a = keep + int(u * (max(len(a) - 1, keep) - keep + 1))
+    cut_b = 1 + int(v * (len(b) - 1)) if len(b) > 1 else 0
     return " ".join(a[:cut_a] + b[cut_b:])
 
 
@@ -454,7 +458,9 @@ def mix_negatives(examples: RecExamples, plan: dict[str, int], *, titles: Sequen
     Args:
         plan: sampler name (one of ``SAMPLERS``) -> number of negatives from it.
         titles: (I,) catalog titles, for display titles and hallucinated ones.
-        popularity: (I,) for "popular"; embeddings: (I, d) for "similar"; scores: (n, C) for "self_hard".
+        popularity: (I,) for "popular" (drawn ∝ popularity, power 1); embeddings: (I, d) for "similar";
+            scores: (n, C) for "self_hard".
+        rng: a Generator or seed for "random", "popular", "shown" and "hallucinated".
     """
     unknown = sorted(set(plan) - set(SAMPLERS))
     if unknown:
@@ -467,6 +473,8 @@ def mix_negatives(examples: RecExamples, plan: dict[str, int], *, titles: Sequen
                              f"from the plan.")
     for name, count in plan.items():
         _check_k(f"mix_negatives[{name!r}]", count, math.inf)
+    if not sum(plan.values()):
+        raise ValueError(f"mix_negatives: plan {plan} draws no negatives; ask for at least one, e.g. {{'random': 1}}.")
     from_columns = sum(count for name, count in plan.items() if name != "hallucinated")
     _check_k("mix_negatives", from_columns, examples.candidates.shape[1] - 1)
     rng = np.random.default_rng(rng)
@@ -493,10 +501,9 @@ def mix_negatives(examples: RecExamples, plan: dict[str, int], *, titles: Sequen
             items.append(chosen)
             names.append([[display[j] for j in row] for row in chosen])
         labels.append([name] * count)
-    k = sum(plan.values())
-    return Negatives(np.concatenate(items, axis=1) if items else np.empty((n, 0), np.int64),
+    return Negatives(np.concatenate(items, axis=1),
                      [[t for part in names for t in part[i]] for i in range(n)],
-                     [[s for part in labels for s in part] for _ in range(n)] if k else [[] for _ in range(n)])
+                     [[s for part in labels for s in part] for _ in range(n)])
 
 
 # ------------------------------------------------------------------------------------------- smoothing
@@ -635,25 +642,25 @@ def validate_preferences(dataset: datasets.Dataset) -> None:
     k = None
     for i in range(len(dataset)):
         row = {c: data[c][i] for c in PREFERENCE_COLUMNS}
-
-        def fail(field: str, problem: str) -> None:
-            raise ValueError(f"validate_preferences: record {i}, field '{field}': {problem}.")
-
         for field in ("prompt", "chosen"):
             if not _is_text(row[field]):
-                fail(field, f"{row[field]!r} is not a non-empty string")
+                raise _record_error(i, field, f"{row[field]!r} is not a non-empty string")
         rejected = row["rejected"]
         if not isinstance(rejected, list) or not all(_is_text(r) for r in rejected):
-            fail("rejected", "expected a list of non-empty strings")
+            raise _record_error(i, "rejected", "expected a list of non-empty strings")
         if row["chosen"] in rejected:
-            fail("rejected", f"response {rejected.index(row['chosen'])} equals the chosen response")
+            raise _record_error(i, "rejected", f"response {rejected.index(row['chosen'])} equals the chosen response")
         k = len(rejected) if k is None else k
         if len(rejected) != k:
-            fail("rejected", f"{len(rejected)} responses, but record 0 has {k}")
+            raise _record_error(i, "rejected", f"{len(rejected)} responses, but record 0 has {k}")
         for field in ("rejected_items", "rejected_source", "epsilon"):
             if len(row[field]) != k:
-                fail(field, f"{len(row[field])} entries for {k} rejected responses")
+                raise _record_error(i, field, f"{len(row[field])} entries for {k} rejected responses")
         if not all(0 <= e < 0.5 for e in row["epsilon"]):  # also rejects NaN
-            fail("epsilon", f"{row['epsilon']} has a value outside [0, 0.5)")
+            raise _record_error(i, "epsilon", f"{row['epsilon']} has a value outside [0, 0.5)")
         if row["chosen_item"] in row["rejected_items"]:
-            fail("rejected_items", f"contains the chosen item {row['chosen_item']}")
+            raise _record_error(i, "rejected_items", f"contains the chosen item {row['chosen_item']}")
+
+
+def _record_error(index: int, field: str, problem: str) -> ValueError:
+    return ValueError(f"validate_preferences: record {index}, field '{field}': {problem}.")

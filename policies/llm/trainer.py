@@ -15,6 +15,7 @@ running moments included. Metrics use trl's names (``rewards/margins``, ``reward
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections import defaultdict
@@ -172,8 +173,10 @@ class PreferenceTrainer(Trainer):
                                  inputs["response_mask"])
         logps = response_logps(model, batch)
         lengths = batch.lengths.to(logps.dtype)
+        # evaluation batches must not move α-DPO's training moments
+        moments = self.moments if model.training or self.moments is None else copy.deepcopy(self.moments)
         losses, metrics = preference_loss(self.args.loss_config, logps, inputs.get("ref_logps"), lengths,
-                                          inputs["epsilon"], self.moments)
+                                          inputs["epsilon"], moments)
         loss = losses.mean()
         if self.args.sft_weight > 0:
             nll = -(logps[:, 0] / lengths[:, 0]).mean()
