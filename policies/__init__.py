@@ -29,10 +29,16 @@ POLICIES: dict[str, type[BasePolicy]] = {
 def make_policy(name: str, **kwargs: Any) -> BasePolicy:
     """A new policy of the given name, built with ``kwargs`` (its constructor's arguments).
 
-    Offline policies ("knn", "mf") still need ``fit(interactions, num_items)`` before they can act.
+    Offline policies ("knn", "mf") still need ``fit(interactions, num_items)`` before they can act;
+    "llm" (``policies.llm.recommender.LLMRecommenderPolicy``) needs ``model=`` a local model folder
+    and is imported only when asked for, since it loads torch and transformers.
     """
+    if name == "llm":
+        from policies.llm.recommender import LLMRecommenderPolicy
+
+        return LLMRecommenderPolicy(**kwargs)
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: use one of {sorted(POLICIES)}.")
+        raise ValueError(f"unknown policy {name!r}: use one of {sorted([*POLICIES, 'llm'])}.")
     return POLICIES[name](**kwargs)
 
 

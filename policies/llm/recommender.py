@@ -10,7 +10,7 @@ Two modes:
 - ``"generate"`` (the LLaRA mode): the model writes a title, greedily. The title is grounded in the
   catalog (``simenv.audit.hallucination``); when it names one of the user's candidates that item
   leads the slate and the rest follows the likelihood ranking. When it names nothing, or an item
-  outside the candidates, the emission is counted (hallucination / out-of-candidate, and LLaRA's
+  outside the candidates, the emission is counted (hallucination / out-of-candidate, and the
   ValidRatio) and the slate is the likelihood ranking: a recommender must still show something,
   and the audit reports how often that happened.
 
@@ -29,7 +29,7 @@ from agents.llm.local import LocalLM
 from policies.base import BasePolicy
 from policies.llm.prompts import display_title, recommendation_prompt, response
 from policies.llm.scoring import pad_responses, response_logps
-from simenv.audit.hallucination import TitleIndex, ground, valid_answer
+from simenv.audit.hallucination import TitleIndex, ground
 
 MODES = ("rank", "generate")
 
@@ -67,7 +67,11 @@ class LLMRecommenderPolicy(BasePolicy):
 
     def setup(self, env) -> None:
         super().setup(env)
-        self.catalog_titles = [display_title(t) for t in self.world.catalog.titles]
+        self.use_catalog(self.world.catalog.titles)
+
+    def use_catalog(self, titles) -> None:
+        """Read titles of this catalog (``setup`` does it from the env; offline evaluation directly)."""
+        self.catalog_titles = [display_title(t) for t in titles]
         self.index = TitleIndex(self.catalog_titles)
         tok = self.lm.tokenizer
         ids = tok([response(t) for t in self.catalog_titles], add_special_tokens=False)["input_ids"]
@@ -104,7 +108,7 @@ class LLMRecommenderPolicy(BasePolicy):
         answers = self.lm.generate(prompts, self.max_new_tokens)
         self.last_answers = answers
         grounding = ground(self.index, [[a] for a in answers], cands)
-        valid = np.array([valid_answer(a, [self.catalog_titles[i] for i in row]) for a, row in zip(answers, cands)])
+        valid = grounding.in_candidates  # exactly one candidate's title (see policies.llm.evaluate)
         for key, value in grounding.counts().items():
             self.generation_counts[key] = self.generation_counts.get(key, 0) + value
         self.generation_counts["answers"] = self.generation_counts.get("answers", 0) + len(valid)
