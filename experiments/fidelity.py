@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.choice import ChoiceConfig, MultinomialLogitUser  # noqa: E402
-from simenv.datasets import Interactions, WorldData, load_movielens, synthetic_world  # noqa: E402
+from policies.logs import simulated_world_data  # noqa: E402
+from simenv.datasets import Interactions, WorldData, load_movielens  # noqa: E402
 from simenv.audit.ranking import ranking_metrics  # noqa: E402
 from simenv.datasets.replay import (Histories, decision_points, leave_last_out, prefix_world,  # noqa: E402
                                     sample_candidates)
@@ -54,31 +55,6 @@ def with_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[f
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
     return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def simulated_log(num_users: int, num_items: int, steps: int, seed: int) -> WorldData:
-    """A synthetic world plus the clicks its embedded users made under the popularity policy, as a
-    MovieLens-like log (timestamp = step)."""
-    import gymnasium as gym
-
-    import simenv  # noqa: F401
-    from policies import make_policy
-
-    data = synthetic_world(num_users, num_items, seed=seed)
-    env = gym.make_vec("RecSim-LLM-v0", num_envs=num_users, vectorization_mode="vector_entry_point",
-                       dataset=data, num_users=num_users, slate_size=5, num_candidates=20, horizon=steps,
-                       audit=False, candidate_features=False, world_seed=seed)
-    policy = make_policy("popular")
-    obs, _ = env.reset(seed=seed)
-    policy.setup(env)
-    rows = []
-    for t in range(steps):
-        obs, reward, term, trunc, info = env.step(policy.act(obs))
-        hit = info["clicked"] & info["_clicked"]
-        rows.append((info["user_id"][hit], info["item"][hit], info["rating"][hit], np.full(hit.sum(), t)))
-    user, item, rating, ts = (np.concatenate(c) for c in zip(*rows))
-    ia = Interactions(user.astype(np.int32), item.astype(np.int32), rating.astype(np.float32), ts.astype(np.int64))
-    return WorldData(data.catalog, data.persona, data.interests, data.weights, ia)
 
 
 def calibrate(data: WorldData, train: Interactions, points, seed: int) -> tuple[ChoiceConfig, float]:
@@ -125,7 +101,7 @@ def main() -> None:
         data, source = load_movielens(args.data), f"MovieLens-format logs in {args.data}"
     else:
         users, items, steps = (150, 200, 30) if args.quick else (1000, 1000, 60)
-        data = simulated_log(users, items, steps, args.seed)
+        data = simulated_world_data(users, items, steps, args.seed)
         source = f"a synthetic world ({users} users, {items} items), clicks of {steps} simulated steps"
     train, test = leave_last_out(data.interactions, data.num_users)
     points = decision_points(train, data.num_users, args.per_user, seed=args.seed)

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from policies.base import Policy
-from simenv.datasets.base import Interactions
+from simenv.datasets.base import Interactions, WorldData
 
 
 def collect_interactions(env: Any, policy: Policy, steps: int, seed: int = 0) -> Interactions:
@@ -50,6 +50,25 @@ def collect_interactions(env: Any, policy: Policy, steps: int, seed: int = 0) ->
         rating=np.concatenate(ratings).astype(np.float32),
         timestamp=np.concatenate(times),
     )
+
+
+def simulated_world_data(num_users: int, num_items: int, steps: int, seed: int = 0, policy: str = "popular",
+                         slate_size: int = 5, num_candidates: int = 20) -> WorldData:
+    """A synthetic world plus the clicks its embedded users made under ``policy`` for ``steps`` steps,
+    as a MovieLens-like log (timestamp = step): offline data for worlds that have no real log."""
+    import gymnasium as gym
+
+    import simenv  # noqa: F401  (registers the env)
+    from policies import make_policy
+    from simenv.datasets import synthetic_world
+
+    data = synthetic_world(num_users, num_items, seed=seed)
+    env = gym.make_vec("RecSim-LLM-v0", num_envs=num_users, vectorization_mode="vector_entry_point",
+                       dataset=data, num_users=num_users, slate_size=slate_size, num_candidates=num_candidates,
+                       horizon=steps, audit=False, candidate_features=False, world_seed=seed)
+    log = collect_interactions(env, make_policy(policy), steps, seed=seed)
+    env.close()
+    return WorldData(data.catalog, data.persona, data.interests, data.weights, log)
 
 
 def interaction_matrix(interactions: Interactions, num_users: int, num_items: int) -> sp.csr_matrix:

@@ -49,10 +49,11 @@ class Run:
 
 
 def write_run(folder: str | Path, policy: str, env_kwargs: dict[str, Any], seeds: list[int], steps: int,
-              name: str | None = None) -> Path:
+              name: str | None = None, policy_kwargs: dict[str, Any] | None = None) -> Path:
     """Run ``policy`` for ``steps`` steps from each seed in a vector env serving every user, and save the audit.
 
-    The manifest is written last, so an interrupted run is recognisably incomplete.
+    ``policy_kwargs`` go to ``make_policy`` (e.g. ``model=`` for "llm"). The manifest is written last,
+    so an interrupted run is recognisably incomplete.
     """
     import gymnasium as gym
 
@@ -67,10 +68,13 @@ def write_run(folder: str | Path, policy: str, env_kwargs: dict[str, Any], seeds
     if env.unwrapped.sim.monitor is None:
         raise ValueError("write_run: the audit is switched off (audit=False); a run directory needs it.")
     for seed in seeds:
-        result = evaluate(make_policy(policy, seed=seed), env, episodes=1, seed=seed, steps=steps)[0]
+        result = evaluate(make_policy(policy, seed=seed, **(policy_kwargs or {})), env, episodes=1, seed=seed,
+                          steps=steps)[0]
         env.unwrapped.sim.monitor.save(folder / f"seed_{seed}", extra={"evaluation": result})
-    manifest = {"format": FORMAT, "name": name or policy, "policy": policy, "env": env_kwargs, "seeds": list(seeds),
-                "steps": steps, "num_users": num_users, "status": "complete"}
+    manifest = {"format": FORMAT, "name": name or policy, "policy": policy, "policy_kwargs": policy_kwargs or {},
+                "env": {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else type(v).__name__
+                        for k, v in env_kwargs.items()},
+                "seeds": list(seeds), "steps": steps, "num_users": num_users, "status": "complete"}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     env.close()
     return folder
