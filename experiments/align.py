@@ -21,7 +21,7 @@ For each seed:
 
 The table gives the mean over seeds with a 95% t-interval across seeds, and each method's HR@1
 difference from SFT paired by seed. Outputs go to ``--out``: ``results.json``, ``table.md``,
-``audit/seed_S/`` (a run directory per model and ``report.md``). Stages that finished are kept: ``--resume`` continues
+``audit/`` (a run directory per model, its seeds, and ``report.md``). Stages that finished are kept: ``--resume`` continues
 a stopped run (a training stage restarts from its last checkpoint); without it an existing ``--out``
 is refused unless ``--overwrite``.
 
@@ -301,22 +301,36 @@ def offline_metrics(model: Path, data, test_ex, popularity, cfg: AlignConfig) ->
     return {"summary": out["summary"], "HR@1": out["HR@1"].tolist()}
 
 
-def simulator_run(model: Path, data, cfg: AlignConfig, folder: Path, name: str, seed: int) -> dict[str, Any]:
-    """An episode of ``RecSim-LLM-v0`` on the same catalog, served by this model; audit saved to ``folder``."""
-    from simenv.audit.rundir import read_run, write_run
+def sim_env_kwargs(data, cfg: AlignConfig, seed: int) -> dict[str, Any]:
+    return dict(dataset=data, num_users=min(cfg.simulator.users, data.persona.num_users),
+                slate_size=cfg.simulator.slate_size, num_candidates=cfg.candidates, horizon=cfg.simulator.steps,
+                candidate_features=False, world_seed=seed)
 
-    users = min(cfg.simulator.users, data.persona.num_users)
-    env_kwargs = dict(dataset=data, num_users=users, slate_size=cfg.simulator.slate_size,
-                      num_candidates=cfg.candidates, horizon=cfg.simulator.steps, candidate_features=False,
-                      world_seed=seed)
-    if not (folder / "run.json").exists():
-        write_run(folder, "llm", env_kwargs, [seed], cfg.simulator.steps, name=name,
-                  policy_kwargs={"model": str(model), "mode": cfg.simulator.mode,
-                                 "max_new_tokens": cfg.simulator.max_new_tokens, "batch_size": 16})
-    record = read_run(folder).seeds[0]
-    pop = record.summary.get("popularity", {})
-    llm = record.summary.get("llm", {})
-    return {**{f"sim_{k}": v for k, v in record.evaluation.items() if k in ("ctr", "mean_rating", "return")},
+
+def policy_kwargs(model: Path, cfg: AlignConfig) -> dict[str, Any]:
+    return {"model": str(model), "mode": cfg.simulator.mode, "max_new_tokens": cfg.simulator.max_new_tokens,
+            "batch_size": 16}
+
+
+def simulator_run(model: Path, data, cfg: AlignConfig, run_folder: Path, seed: int) -> dict[str, Any]:
+    """An episode of ``RecSim-LLM-v0`` on the same catalog, served by this model; its audit is seed
+    ``seed`` of the run directory ``run_folder`` (one per model, all seeds, for ``write_report``)."""
+    import gymnasium as gym
+
+    import simenv  # noqa: F401  (registers the env)
+    from simenv.audit.rundir import write_seed
+
+    path = run_folder / f"seed_{seed}" / "audit.json"
+    if not path.exists():
+        kwargs = sim_env_kwargs(data, cfg, seed)
+        env = gym.make_vec("RecSim-LLM-v0", num_envs=kwargs["num_users"], vectorization_mode="vector_entry_point",
+                           **kwargs)
+        write_seed(run_folder, env, "llm", seed, cfg.simulator.steps, policy_kwargs(model, cfg))
+        env.close()
+    record = json.loads(path.read_text())
+    summary, evaluation = record["summary"], record["evaluation"]
+    pop, llm = summary.get("popularity", {}), summary.get("llm", {})
+    return {**{f"sim_{k}": v for k, v in evaluation.items() if k in ("ctr", "mean_rating", "return")},
             "sim_ARP": pop.get("arp_relative", math.nan), "sim_popularity_lift": pop.get("popularity_lift", math.nan),
             "sim_hallucination_rate": llm.get("hallucination_rate", math.nan),
             "sim_valid_ratio": llm.get("valid_ratio", math.nan)}
@@ -378,6 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.threads)
     from simenv.audit.report import write_report
+    from simenv.audit.rundir import write_manifest
 
     results: dict[str, dict[int, dict[str, Any]]] = {"SFT": {}, **{m.name: {} for m in cfg.methods}}
     t0 = time.time()
@@ -396,8 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done = work / name / "metrics.json"
             if not done.exists():
                 result = {"offline": offline_metrics(model, data, test_ex, popularity, cfg),
-                          "sim": simulator_run(model, data, cfg, args.out / "audit" / f"seed_{seed}" / name, name,
-                                               seed)}
+                          "sim": simulator_run(model, data, cfg, args.out / "audit" / name, seed)}
                 done.write_text(json.dumps(result))
             results[name][seed] = json.loads(done.read_text())
             s = results[name][seed]["offline"]["summary"]
@@ -406,8 +420,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = table(results)
     (args.out / "table.md").write_text(text + "\n")
     (args.out / "results.json").write_text(json.dumps(results))
-    for seed in cfg.seeds:  # one report per seed: SFT and every method side by side
-        write_report(args.out / "audit" / f"seed_{seed}")
+    for name in results:  # one run directory per model, its seeds each served by that seed's model
+        write_manifest(args.out / "audit" / name, "llm", sim_env_kwargs(data, cfg, cfg.seeds[-1]), cfg.seeds,
+                       cfg.simulator.steps, name=name, policy_kwargs={"mode": cfg.simulator.mode})
+    write_report(args.out / "audit")  # SFT and every method side by side, mean ± CI over seeds
     print("\n" + text)
     return results
 

@@ -58,25 +58,48 @@ def write_run(folder: str | Path, policy: str, env_kwargs: dict[str, Any], seeds
     import gymnasium as gym
 
     import simenv  # noqa: F401  (registers the env)
-    from policies import evaluate, make_policy
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)
     num_users = int(env_kwargs.get("num_users", 1000))
     env = gym.make_vec("RecSim-LLM-v0", num_envs=num_users, vectorization_mode="vector_entry_point", **env_kwargs)
-    if env.unwrapped.sim.monitor is None:
-        raise ValueError("write_run: the audit is switched off (audit=False); a run directory needs it.")
     for seed in seeds:
-        result = evaluate(make_policy(policy, seed=seed, **(policy_kwargs or {})), env, episodes=1, seed=seed,
-                          steps=steps)[0]
-        env.unwrapped.sim.monitor.save(folder / f"seed_{seed}", extra={"evaluation": result})
+        write_seed(folder, env, policy, seed, steps, policy_kwargs)
+    env.close()
+    return write_manifest(folder, policy, env_kwargs, seeds, steps, name, policy_kwargs)
+
+
+def write_seed(folder: str | Path, env: Any, policy: str, seed: int, steps: int,
+               policy_kwargs: dict[str, Any] | None = None) -> Path:
+    """One seed of a run: ``policy`` in the (audited) vector ``env`` for ``steps`` steps, saved to ``seed_<seed>``.
+
+    For experiments whose seeds differ in more than the env seed (a model trained per seed); a run
+    made of such seeds is finished by ``write_manifest``.
+    """
+    from policies import evaluate, make_policy
+
+    if env.unwrapped.sim.monitor is None:
+        raise ValueError("write_seed: the audit is switched off (audit=False); a run directory needs it.")
+    result = evaluate(make_policy(policy, seed=seed, **(policy_kwargs or {})), env, episodes=1, seed=seed,
+                      steps=steps)[0]
+    return env.unwrapped.sim.monitor.save(Path(folder) / f"seed_{seed}", extra={"evaluation": result})
+
+
+def write_manifest(folder: str | Path, policy: str, env_kwargs: dict[str, Any], seeds: list[int], steps: int,
+                   name: str | None = None, policy_kwargs: dict[str, Any] | None = None) -> Path:
+    """Mark the run at ``folder`` complete once every seed's audit is there; values that JSON cannot hold
+    (a dataset, a graph) are recorded by their type name."""
+    folder = Path(folder)
+    missing = [s for s in seeds if not (folder / f"seed_{s}" / "audit.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: no audit for seeds {missing}; run them before writing {MANIFEST}.")
     manifest = {"format": FORMAT, "name": name or policy, "policy": policy, "policy_kwargs": policy_kwargs or {},
                 "env": {k: v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else type(v).__name__
                         for k, v in env_kwargs.items()},
-                "seeds": list(seeds), "steps": steps, "num_users": num_users, "status": "complete"}
+                "seeds": list(seeds), "steps": steps, "num_users": int(env_kwargs.get("num_users", 1000)),
+                "status": "complete"}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-    env.close()
     return folder
 
 
