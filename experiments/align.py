@@ -138,7 +138,7 @@ def load_data(cfg: AlignConfig, seed: int):
         if not (path / "u.data").exists():
             raise FileNotFoundError(f"data_path={cfg.data_path}: no u.data there; use data: synthetic or point to "
                                     "a MovieLens-100K folder.")
-        data = load_movielens(str(path), embedding_model="genres")
+        data = load_movielens(str(path))
     else:
         data = simulated_world_data(cfg.synthetic_users, cfg.synthetic_items, cfg.synthetic_steps, seed=seed)
     return data

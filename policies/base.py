@@ -42,6 +42,14 @@ class BasePolicy:
     def update(self, obs, actions, rewards, info) -> None:
         """Non-learning policies ignore feedback."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the policy (all but the env); ``load_state_dict`` after ``setup``
+        continues it exactly."""
+        return {k: v for k, v in vars(self).items() if k != "env"}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+
     def slate_from_scores(self, scores: np.ndarray) -> np.ndarray:
         """(N, C) scores -> (N, k) positions of the k highest, best first (ties broken by position)."""
         k = self.slate_size

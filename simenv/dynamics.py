@@ -262,3 +262,34 @@ def social_refresh(population, social, config: DynamicsConfig, spill: np.ndarray
         _spill(social.indptr, social.indices, p.memory_items, p.memory_pos, spill)
     else:
         spill.fill(-1)
+
+
+def social_inputs(population, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """What users ``lo..hi-1`` contribute to a refresh of their neighbors: (n, d) float32 tastes t_v and
+    (n,) int32 latest consumed item (-1 = none). A sharded world gathers these from every shard."""
+    p = population
+    tastes = np.empty((hi - lo, p.interests.shape[2]), np.float32)
+    _tastes(p.interests[lo:hi], p.weights[lo:hi], tastes)
+    pos = p.memory_pos[lo:hi]
+    latest = p.memory_items[lo:hi][np.arange(hi - lo), (pos - 1) % p.memory_items.shape[1]]
+    return tastes, np.where(pos > 0, latest, -1).astype(np.int32)
+
+
+def social_refresh_rows(population, social, config: DynamicsConfig, spill: np.ndarray, lo: int, hi: int,
+                        tastes: np.ndarray, latest: np.ndarray) -> None:
+    """``social_refresh`` for users ``lo..hi-1`` only, from every user's ``social_inputs``.
+
+    Equal to the rows lo..hi-1 of a whole-world refresh: the kernels run on views of those rows (the
+    CSR row pointers sliced, not rebased, still address the global edge arrays), reading neighbors'
+    tastes and latest items from the gathered arrays instead of the local population.
+    """
+    p = population
+    rows = social.indptr[lo: hi + 1]
+    if config.social and (config.social_rate > 0 or config.stubbornness > 0):
+        _average_neighbors(rows, social.indices, social.weights, tastes, p.interests[lo:hi], p.anchor[lo:hi],
+                           np.float32(config.social_rate), np.float32(config.stubbornness))
+    if config.spillover:
+        # each user's latest item as a one-slot memory, so the whole-world kernel reads it unchanged
+        _spill(rows, social.indices, latest.reshape(-1, 1), (latest >= 0).astype(np.int64), spill[lo:hi])
+    else:
+        spill[lo:hi].fill(-1)

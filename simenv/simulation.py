@@ -79,7 +79,19 @@ class Simulation:
     """Batched serving of a shared world by ``num_slots`` slots (see the module docstring)."""
 
     def __init__(self, world_config: WorldConfig, env_config: EnvConfig, num_slots: int,
-                 world: World | None = None) -> None:
+                 world: World | None = None, user_range: tuple[int, int] | None = None) -> None:
+        """``user_range=(lo, hi)`` serves users lo..hi-1 only, one slot each (``num_slots == hi - lo``):
+        a shard of a world split over workers (``simenv.shard``), whose social refresh is deferred to
+        the sharded runner."""
+        if user_range is not None:
+            lo, hi = (int(x) for x in user_range)
+            if not 0 <= lo < hi or hi - lo != num_slots:
+                raise ValueError(f"user_range={user_range}: needs 0 <= lo < hi and hi - lo == num_envs={num_slots} "
+                                 "(each user of a shard has its own slot).")
+            if env_config.audit.enabled:
+                raise ValueError("user_range: a shard is not audited (audit=False); the sharded runner measures "
+                                 "the whole world from every shard's output.")
+        self.user_range = user_range
         self.world_config = world_config
         self.config = env_config
         self.num_slots = num_slots
@@ -90,6 +102,7 @@ class Simulation:
         self._pinned: np.ndarray | None = None  # (U,) bool: users whose candidates always hold the pinned item
         # the world at time zero: made once, copied by every restart
         self.initial_world = world.copy() if world is not None else build_world(world_config)
+        self.initial_world.defer_social = user_range is not None
         self._set_world(self.initial_world.copy())
 
     # world lifecycle -----------------------------------------------------------------------------
@@ -112,7 +125,10 @@ class Simulation:
         scaled = np.log1p(cat.popularity * cat.num_items)
         self._pop_feature = (scaled / max(scaled.max(), 1e-12)).astype(np.float32)
         self._user_features = world.population.persona.features()
-        self.slot_index = np.arange(n, dtype=np.int64)
+        if self.user_range is not None and self.user_range[1] > world.num_users:
+            raise ValueError(f"user_range={self.user_range}: the world has {world.num_users} users.")
+        lo = 0 if self.user_range is None else self.user_range[0]
+        self.slot_index = np.arange(lo, lo + n, dtype=np.int64)
         self.slot_user = self.slot_index.copy()
         self.slot_step = np.zeros(n, np.int32)
         self.needs_reset = np.zeros(n, bool)
@@ -132,7 +148,7 @@ class Simulation:
     def next_sessions(self, mask: np.ndarray) -> None:
         """End the sessions of the masked slots and let each slot's next user arrive."""
         nxt = self.slot_user + self.num_slots
-        wrap = nxt >= self.world.num_users
+        wrap = (nxt >= self.world.num_users) | (self.user_range is not None)  # a shard's slot keeps its user
         nxt[wrap] = self.slot_index[wrap]
         self.slot_user = np.where(mask, nxt, self.slot_user)
         self.slot_step[mask] = 0

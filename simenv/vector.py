@@ -24,19 +24,22 @@ class RecSimLLMVectorEnv(VectorEnv):
     each slot is one user). When a session ends, the next step is an autoreset (NEXT_STEP mode): its
     action is ignored, its reward is 0, and the slot's next user arrives. No Python loop runs per
     user: every stage is one array operation or one parallel kernel over all N slots.
+
+    ``user_range=(lo, hi)`` with ``num_envs == hi - lo`` serves only users lo..hi-1 of the world: one
+    shard of a world split over workers (``simenv.shard``; the runner there does the social refresh).
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int = 1, max_episode_steps: int | None = None, render_mode: str | None = None,
-                 world: World | None = None, **kwargs: Any) -> None:
+                 world: World | None = None, user_range: tuple[int, int] | None = None, **kwargs: Any) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}: must be a positive integer.")
         if max_episode_steps is not None:
             kwargs.setdefault("horizon", max_episode_steps)
         kwargs.setdefault("num_users", max(num_envs, 1000) if world is None else world.num_users)
         world_config, env_config = split_kwargs(kwargs)
-        self.sim = Simulation(world_config, env_config, num_slots=num_envs, world=world)
+        self.sim = Simulation(world_config, env_config, num_slots=num_envs, world=world, user_range=user_range)
         self.config = env_config
         self.num_envs = num_envs
         self.render_mode = render_mode

@@ -37,6 +37,8 @@ class World:
         spill: (U, S) int32 latest item consumed by up to S neighbors of each user (-1 = none).
         key: 64-bit key of the counter-based random streams.
         clock: world ticks so far (one tick per environment step).
+        defer_social: when True, ``tick`` only advances the clock: a sharded run (``simenv.shard``)
+            gathers every shard's ``social_inputs`` and refreshes each shard's rows itself.
     """
 
     catalog: Catalog
@@ -46,6 +48,7 @@ class World:
     key: np.uint64
     spill: np.ndarray
     clock: int = 0
+    defer_social: bool = False
 
     def __post_init__(self) -> None:
         if self.social.num_users != self.population.num_users:
@@ -90,10 +93,15 @@ class World:
     def tick(self) -> None:
         """Advance the world clock; every ``social_interval`` ticks run the social refresh."""
         self.clock += 1
-        if self.clock % self.dynamics.social_interval == 0 and (self.dynamics.social or self.dynamics.spillover):
+        if self.social_due() and not self.defer_social:
             if self._scratch is None:
                 self._scratch = np.empty((self.num_users, self.catalog.dim), np.float32)
             dyn.social_refresh(self.population, self.social, self.dynamics, self.spill, self._scratch)
+
+    def social_due(self) -> bool:
+        """Whether the tick just taken is a social-refresh tick."""
+        d = self.dynamics
+        return self.clock % d.social_interval == 0 and (d.social or d.spillover)
 
     def uniforms(self, users: np.ndarray, n: int, stream: int = 0) -> np.ndarray:
         """(B, n) reproducible uniforms for custom user models, keyed by each user's interaction count."""

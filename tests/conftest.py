@@ -25,3 +25,15 @@ def world(small_world):
 
 def unit(x):
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray runtime for the session (2 CPUs, no dashboard, no usage statistics)."""
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024**2,
+                 runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "OPENBLAS_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()

@@ -69,6 +69,10 @@ class LLMRecommenderPolicy(BasePolicy):
         super().setup(env)
         self.use_catalog(self.world.catalog.titles)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The weights are fixed while serving: a checkpoint keeps only the counts."""
+        return {"generation_counts": dict(self.generation_counts)}
+
     def use_catalog(self, titles) -> None:
         """Read titles of this catalog (``setup`` does it from the env; offline evaluation directly)."""
         self.catalog_titles = [display_title(t) for t in titles]
