@@ -25,6 +25,10 @@ class BasePolicy:
     """Shared plumbing: remembers the env's sizes and turns candidate scores into slates."""
 
     name = "base"
+    # True when a user's slate depends on that user's observation alone (no random stream shared by
+    # users, no learning from other users): a run sharded over workers then equals the
+    # single-process run (simenv.shard); otherwise it is the same world, served by other replicas.
+    per_user = False
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)

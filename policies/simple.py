@@ -29,6 +29,7 @@ class PopularityPolicy(BasePolicy):
     def __init__(self, online: bool = True, seed: int = 0) -> None:
         super().__init__(seed)
         self.online = online
+        self.per_user = not online  # online counts pool every served user's clicks
 
     def setup(self, env) -> None:
         super().setup(env)
@@ -56,6 +57,7 @@ class OraclePolicy(BasePolicy):
     bound for myopic policies (greedy per step; it ignores satiation it causes later)."""
 
     name = "oracle"
+    per_user = True
 
     def setup(self, env) -> None:
         super().setup(env)

@@ -1,5 +1,6 @@
-"""The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``report``, ``compare`` and
-``train-user-lm`` (a user LM trained to imitate logged decisions)."""
+"""The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``run`` (an experiment
+from a YAML file, sharded over Ray workers), ``sweep`` (a Ray Tune search over such experiments),
+``report``, ``compare`` and ``train-user-lm`` (a user LM trained to imitate logged decisions)."""
 from __future__ import annotations
 
 import argparse
@@ -144,6 +145,25 @@ def _train_user_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from simenv.experiment import load_experiment, run_experiment
+
+    cfg = load_experiment(args.config)
+    ray_cfg = cfg.ray
+    if args.num_workers is not None:
+        ray_cfg.num_workers = args.num_workers
+    if args.address is not None:
+        ray_cfg.address = args.address
+    if args.backend is not None:
+        ray_cfg.backend = args.backend
+    ray_cfg.__post_init__()
+    out = Path(args.out or Path("runs") / cfg.name)
+    summaries = run_experiment(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print((out / "summary.md").read_text(), end="")
+    print(f"run directory: {out}/ (config.yaml, metrics.csv, summary.json{', audit/report.md' if cfg.audit else ''})")
+    return 0 if summaries else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsim-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                       help="also run a steering experiment (λ sweep)")
     demo.add_argument("--out", default="runs/demo", help="experiment folder: one run directory per policy")
     demo.set_defaults(func=_demo)
+    run = sub.add_parser("run", help="run the experiment a YAML file describes, sharded over Ray workers")
+    run.add_argument("config", help="experiment YAML (simenv.experiment.ExperimentConfig)")
+    run.add_argument("--out", help="run directory (default runs/<name>)")
+    run.add_argument("--address", help="Ray cluster address ('auto': the running one); default: a job's cluster, "
+                                       "else a new local Ray")
+    run.add_argument("--num-workers", type=int, help="shards of the users (overrides ray.num_workers)")
+    run.add_argument("--backend", choices=("ray", "local"), help="'local': shards in this process, no Ray")
+    run.add_argument("--resume", action="store_true", help="continue a stopped run in --out from its checkpoints")
+    run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_run)
     report = sub.add_parser("report", help="write report.md, report.html, metrics.json and plots for run(s)")
     report.add_argument("run_dir", help="a run directory, or a folder of run directories")
     report.set_defaults(func=_report)
@@ -200,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         print(f"recsim-llm: error: {err}", file=sys.stderr)
         return 2
 
