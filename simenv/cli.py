@@ -164,6 +164,17 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summaries else 1
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from simenv.sweep import load_sweep, run_sweep
+
+    cfg = load_sweep(args.config)
+    out = Path(args.out or Path("runs") / f"sweep_{Path(args.config).stem}")
+    rows = run_sweep(cfg, out, resume=args.resume, address=args.address)
+    print((out / "sweep.md").read_text(), end="")
+    print(f"{len(rows)} trials, {sum(r['status'] != 'OK' for r in rows)} failed; run directories in {out}/trials/")
+    return 0 if any(r["status"] == "OK" for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsim-llm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -192,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_run)
+    sweep = sub.add_parser("sweep", help="search over experiments with Ray Tune; one run directory per trial")
+    sweep.add_argument("config", help="sweep YAML (simenv.sweep.SweepConfig)")
+    sweep.add_argument("--out", help="sweep folder (default runs/sweep_<config name>)")
+    sweep.add_argument("--address", help="Ray cluster address; default: a job's cluster, else a new local Ray")
+    sweep.add_argument("--resume", action="store_true", help="continue a stopped sweep (Tuner.restore)")
+    sweep.set_defaults(func=_sweep)
     report = sub.add_parser("report", help="write report.md, report.html, metrics.json and plots for run(s)")
     report.add_argument("run_dir", help="a run directory, or a folder of run directories")
     report.set_defaults(func=_report)

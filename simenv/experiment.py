@@ -139,7 +139,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, resume: bool = False,
     _prepare(out, cfg, resume, overwrite)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False))
     if cfg.ray.backend == "ray":
-        _init_ray(cfg.ray.address)
+        init_ray(cfg.ray.address)
     results: dict[str, dict[int, Any]] = {}
     total = len(cfg.policies) * len(cfg.seeds) * cfg.steps
     with tqdm(total=total, desc=cfg.name, unit="step", disable=not progress) as bar:
@@ -205,7 +205,8 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
     return None if a == b else where
 
 
-def _init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> None:
+    """Join the cluster of a ``ray job submit`` or at ``address``, else start a local Ray (once)."""
     import ray
 
     if ray.is_initialized():
