@@ -304,7 +304,8 @@ def offline_metrics(model: Path, data, test_ex, popularity, cfg: AlignConfig) ->
 def sim_env_kwargs(data, cfg: AlignConfig, seed: int) -> dict[str, Any]:
     return dict(dataset=data, num_users=min(cfg.simulator.users, data.persona.num_users),
                 slate_size=cfg.simulator.slate_size, num_candidates=cfg.candidates, horizon=cfg.simulator.steps,
-                candidate_features=False, world_seed=seed)
+                candidate_features=False, world_seed=seed,
+                audit={"interval": 1})  # a short episode: snapshot every step (popularity lift, calibration)
 
 
 def policy_kwargs(model: Path, cfg: AlignConfig) -> dict[str, Any]:
