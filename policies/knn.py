@@ -58,6 +58,7 @@ class ItemKNNPolicy(BasePolicy):
     """
 
     name = "knn"
+    per_user = True
 
     def __init__(self, k_neighbors: int = 50, shrinkage: float = 10.0, seed: int = 0) -> None:
         super().__init__(seed)

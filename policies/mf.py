@@ -75,6 +75,7 @@ class MatrixFactorizationPolicy(BasePolicy):
     """
 
     name = "mf"
+    per_user = True  # fitted once, offline; serving reads only the user's own factors
 
     def __init__(self, factors: int = 32, reg: float = 0.1, iters: int = 10, alpha: float = 10.0,
                  seed: int = 0) -> None:
