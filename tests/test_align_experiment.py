@@ -81,3 +81,18 @@ def test_a_config_naming_an_unknown_loss_is_an_error_naming_the_key_and_the_vali
     config.write_text(yaml.safe_dump({**TINY, "methods": [{"name": "X", "loss": "ppo"}]}))
     with pytest.raises(ValueError, match=r"methods\[0\]\.loss: 'ppo' is not one of \['dpo', 'cdpo'"):
         align.main(["--config", str(config), "--out", str(tmp_path / "out")])
+
+
+def test_lora_adapters_train_through_the_same_pipeline(tmp_path):
+    config = tmp_path / "lora.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "seeds": [0], "model": {**TINY["model"], "lora": True, "lora_rank": 2},
+                                      "methods": TINY["methods"][:1]}))
+    results = align.main(["--config", str(config), "--out", str(tmp_path / "out")])
+    assert set(results) == {"SFT", "DPO"}
+    assert 0.0 <= results["DPO"][0]["offline"]["summary"]["HR@1"] <= 1.0
+    from safetensors.numpy import load_file
+
+    sft, dpo = (load_file(tmp_path / "out" / "seed_0" / m / "model" / "model.safetensors") for m in ("SFT", "DPO"))
+    changed = {k for k in sft if not (sft[k] == dpo[k]).all()}
+    assert changed and all("proj" in k for k in changed)  # merged adapters moved linear layers only
+    assert not any("embed" in k or "norm" in k for k in changed)
