@@ -65,8 +65,16 @@ class DynamicsConfig:
     stubbornness: float = 0.02  # theta, pull back to the initial interests
     social_interval: int = 5  # world ticks between refreshes
     spillover: bool = True
+    shifts: tuple = ()  # scheduled interest shifts (simenv.scenarios.InterestShift, or mappings of its fields)
 
     def __post_init__(self) -> None:
+        from simenv.scenarios import InterestShift
+
+        try:
+            shifts = tuple(x if isinstance(x, InterestShift) else InterestShift(**x) for x in self.shifts)
+        except TypeError as err:
+            raise ValueError(f"dynamics.shifts: {err}; a shift has fields at, genre, share, strength, seeding.") from err
+        object.__setattr__(self, "shifts", shifts)
         for name in ("drift_rate", "dislike_rate", "weight_rate", "satiation_gain", "social_rate", "stubbornness"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
         for name in ("satiation_recovery", "return_recovery", "boredom_decay"):

@@ -24,6 +24,7 @@ from simenv.dynamics import DynamicsConfig
 from simenv.persona import Persona
 from simenv.population import Population
 from simenv.rng import uniforms, world_key
+from simenv.scenarios import apply_shift, trend_direction
 from simenv.social import SocialGraph
 
 _FORMAT = 1
@@ -59,6 +60,8 @@ class World:
             raise ValueError(
                 f"catalog embeddings have dim {self.catalog.dim}, interests {self.population.interests.shape[2]}."
             )
+        for shift in self.dynamics.shifts:  # an unknown genre is an error now, not at the shift's tick
+            trend_direction(self.catalog, shift.genre)
         self._scratch: np.ndarray | None = None
 
     @property
@@ -91,8 +94,12 @@ class World:
                            np.float32(d.return_recovery), p.sessions, p.budget, p.satiation, p.boredom)
 
     def tick(self) -> None:
-        """Advance the world clock; every ``social_interval`` ticks run the social refresh."""
+        """Advance the world clock; run the interest shifts scheduled for this tick, then, every
+        ``social_interval`` ticks, the social refresh (which so already sees the shifted tastes)."""
         self.clock += 1
+        for shift in self.dynamics.shifts:
+            if shift.at == self.clock:
+                apply_shift(self, shift)
         if self.social_due() and not self.defer_social:
             if self._scratch is None:
                 self._scratch = np.empty((self.num_users, self.catalog.dim), np.float32)
