@@ -65,16 +65,20 @@ class DynamicsConfig:
     stubbornness: float = 0.02  # theta, pull back to the initial interests
     social_interval: int = 5  # world ticks between refreshes
     spillover: bool = True
-    shifts: tuple = ()  # scheduled interest shifts (simenv.scenarios.InterestShift, or mappings of its fields)
+    # scheduled world events (simenv.scenarios), as the dataclasses or mappings of their fields
+    shifts: tuple = ()  # InterestShift: a share of users' interests move toward a genre
+    releases: tuple = ()  # ItemRelease: new items enter retrieval
 
     def __post_init__(self) -> None:
-        from simenv.scenarios import InterestShift
+        from simenv.scenarios import InterestShift, ItemRelease
 
-        try:
-            shifts = tuple(x if isinstance(x, InterestShift) else InterestShift(**x) for x in self.shifts)
-        except TypeError as err:
-            raise ValueError(f"dynamics.shifts: {err}; a shift has fields at, genre, share, strength, seeding.") from err
-        object.__setattr__(self, "shifts", shifts)
+        for name, cls, fields in (("shifts", InterestShift, "at, genre, share, strength, seeding"),
+                                  ("releases", ItemRelease, "at, count")):
+            try:
+                events = tuple(x if isinstance(x, cls) else cls(**x) for x in getattr(self, name))
+            except TypeError as err:
+                raise ValueError(f"dynamics.{name}: {err}; each has the fields {fields}.") from err
+            object.__setattr__(self, name, events)
         for name in ("drift_rate", "dislike_rate", "weight_rate", "satiation_gain", "social_rate", "stubbornness"):
             _check_range(name, getattr(self, name), 0.0, 1.0)
         for name in ("satiation_recovery", "return_recovery", "boredom_decay"):

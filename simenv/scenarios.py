@@ -1,4 +1,4 @@
-"""Scenarios that make yesterday's alignment stale: scheduled interest shifts (trends).
+"""Scenarios that make yesterday's alignment stale: scheduled interest shifts (trends) and item releases.
 
 An ``InterestShift`` moves, at world tick ``at``, every interest of a share of the users toward
 a trend direction, the mean embedding of one genre's items:
@@ -13,6 +13,12 @@ friends keep it alive. Who shifts:
   of (key, user), so the same seed picks the same users in any batching or sharding;
 - ``seeding="hubs"``: the ``share`` most connected users of the social graph (ties by user id), a
   trend started by influencers that the social dynamics then spread to their neighbors.
+
+An ``ItemRelease`` keeps the ``count`` items with the highest ids out of every retrieval until
+tick ``at``: they exist in the catalog from the start (titles, embeddings, genres), so offline
+logs and training before ``at`` never see them, and from ``at`` on they are candidates like any
+other item. Releases take the last ids, so several releases partition the tail of the catalog in
+order of their ticks.
 
 The shift runs inside ``World.tick`` before that tick's social refresh, on every replica of a
 sharded world alike (it reads nothing but the world itself), so sharded runs stay equal to the
@@ -81,3 +87,22 @@ def apply_shift(world, shift: InterestShift) -> np.ndarray:
     moved /= np.maximum(np.linalg.norm(moved, axis=-1, keepdims=True), 1e-12)
     p.interests[users] = moved.astype(np.float32)
     return users
+
+
+@dataclass(frozen=True)
+class ItemRelease:
+    """``count`` new items (the last ids of the catalog not released later) become candidates at tick ``at``."""
+
+    at: int
+    count: int
+
+    def __post_init__(self) -> None:
+        for name in ("at", "count"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"release.{name}={v!r}: must be an integer >= 1.")
+
+
+def available_items(num_items: int, releases: tuple[ItemRelease, ...], clock: int) -> int:
+    """How many items (ids 0..n-1) retrieval may draw at world tick ``clock``."""
+    return num_items - sum(r.count for r in releases if r.at > clock)

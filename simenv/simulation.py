@@ -19,6 +19,7 @@ from simenv.audit.monitor import Monitor
 from simenv.config import EnvConfig, WorldConfig
 from simenv.retrieval import draw_candidates, popular_share_of
 from simenv.rng import world_key
+from simenv.scenarios import available_items
 from simenv.spaces import observation_space
 from simenv.world import World, build_world
 
@@ -120,8 +121,13 @@ class Simulation:
             )
         self.world = world
         cat = world.catalog
-        self._pop_cdf = np.cumsum(cat.popularity, dtype=np.float64)
-        self._pop_cdf /= self._pop_cdf[-1]
+        hidden = sum(r.count for r in world.dynamics.releases)
+        if c.num_candidates > world.num_items - hidden:
+            raise ValueError(
+                f"num_candidates={c.num_candidates} > the {world.num_items - hidden} items out before the releases "
+                f"(num_items={world.num_items}, {hidden} released later); lower num_candidates or the release counts."
+            )
+        self._cdf_items = -1  # the popularity CDF over the items out so far, remade when a release comes
         scaled = np.log1p(cat.popularity * cat.num_items)
         self._pop_feature = (scaled / max(scaled.max(), 1e-12)).astype(np.float32)
         self._user_features = world.population.persona.features()
@@ -157,7 +163,12 @@ class Simulation:
 
     def _retrieve(self, mask: np.ndarray) -> None:
         w = self.world
-        draw_candidates(self.slot_user, mask, w.population.steps, w.key, w.num_items, self._popular_share,
+        n_items = available_items(w.num_items, w.dynamics.releases, w.clock)
+        if n_items != self._cdf_items:
+            self._pop_cdf = np.cumsum(w.catalog.popularity[:n_items], dtype=np.float64)
+            self._pop_cdf /= self._pop_cdf[-1]
+            self._cdf_items = n_items
+        draw_candidates(self.slot_user, mask, w.population.steps, w.key, n_items, self._popular_share,
                         self._pop_cdf, self.candidates)
         if self._pinned is not None:
             rows = np.flatnonzero(mask & self._pinned[self.slot_user])

@@ -1,7 +1,8 @@
-"""Interest shifts: at the scheduled tick, the chosen users' interests move toward the trend genre
-and nobody else's do; the same seed picks the same users; a trend seeded at hubs spreads to their
-neighbors through the social dynamics; sharded runs still equal the single process; a shift
-naming an unknown genre is refused when the world is made."""
+"""Scheduled world events. Interest shifts: at the scheduled tick, the chosen users' interests move
+toward the trend genre and nobody else's do; the same seed picks the same users; a trend seeded at
+hubs spreads to their neighbors through the social dynamics; sharded runs still equal the single
+process; a shift naming an unknown genre is refused when the world is made. Item releases: new
+items are never candidates before their tick and are from then on."""
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import simenv  # noqa: F401
 from policies import make_policy
 from simenv.rollout import ShardedRollout
-from simenv.scenarios import shifted_users, trend_direction
+from simenv.scenarios import available_items, ItemRelease, shifted_users, trend_direction
 
 WORLD = dict(num_users=300, num_items=200, slate_size=4, num_candidates=12, horizon=40, candidate_features=False,
              embedding_model="random", world_seed=2, mean_degree=8.0, audit=False)
@@ -92,8 +93,30 @@ def test_sharded_runs_with_a_shift_equal_the_single_process():
     ({"at": 3, "genre": "Polka"}, "shift.genre='Polka': not a genre of this catalog"),
     ({"at": 0, "genre": "Drama"}, "shift.at=0"),
     ({"at": 3, "genre": "Drama", "seeding": "celebrities"}, "seeding='celebrities'"),
-    ({"at": 3, "genre": "Drama", "when": 2}, "a shift has fields at, genre"),
+    ({"at": 3, "genre": "Drama", "when": 2}, "dynamics.shifts: .*each has the fields at, genre"),
 ])
 def test_a_bad_shift_is_refused_naming_the_field(shift, message):
     with pytest.raises(ValueError, match=message):
         make(shift)
+
+
+def test_released_items_are_never_candidates_before_their_tick_and_are_after():
+    releases = [{"at": 5, "count": 30}, {"at": 10, "count": 20}]
+    env = gym.make_vec("RecSim-LLM-v0", num_envs=WORLD["num_users"], vectorization_mode="vector_entry_point",
+                       **{**WORLD, "dynamics": {"releases": releases}})
+    obs, _ = env.reset(seed=0)
+    sim = env.unwrapped.sim
+    policy = make_policy("random")
+    policy.setup(env)
+    highest = []
+    for _ in range(14):
+        highest.append(int(sim.candidates.max()))  # the candidates the next step shows
+        obs, *_ = env.step(policy.act(obs))
+    assert max(highest[:5]) < 150 and 150 <= max(highest[5:10]) < 180 and max(highest[10:]) >= 180
+    assert available_items(200, tuple(ItemRelease(**r) for r in releases), 7) == 180  # ids 150..179 are out
+
+
+def test_a_release_that_leaves_too_few_items_for_the_candidates_is_refused():
+    with pytest.raises(ValueError, match="num_candidates=12 > the 10 items out before the releases"):
+        gym.make_vec("RecSim-LLM-v0", num_envs=10, vectorization_mode="vector_entry_point",
+                     **{**WORLD, "num_users": 10, "dynamics": {"releases": [{"at": 2, "count": 190}]}})
