@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("ray.rllib")
 
-from policies.rllib_slate import PlackettLuceSlate, ppo_config  # noqa: E402
+from policies.rllib_slate import PlackettLuceSlate, build_algo, ppo_config  # noqa: E402
 
 
 def _brute_force_plackett_luce(scores: np.ndarray, slate: tuple[int, ...]) -> float:
@@ -70,21 +70,17 @@ def test_entropy_of_uniform_scores_is_the_log_number_of_ordered_slates():
     entropy.sum().backward()  # PPO's entropy bonus needs a finite gradient
 
 
-def test_ppo_trains_on_the_registered_vector_env_without_emitting_a_repeated_slot(ray_local, tmp_path, monkeypatch):
+def test_ppo_trains_on_the_registered_vector_env_without_emitting_a_repeated_slot(ray_local, tmp_path):
     """Two PPO iterations through ``gym.make_vec("simenv:RecSim-LLM-v0", vectorization_mode="vector_entry_point")``.
 
     The env raises on any slate that repeats a position, so finishing the iterations also proves the
     module sampled only distinct slots (a MultiCategorical head would fail on the first step).
     """
-    import ray.tune.trainable.trainable as trainable
-
-    # the Algorithm (a Tune Trainable) makes its log folder under ~/ray_results unless told otherwise
-    monkeypatch.setattr(trainable, "DEFAULT_STORAGE_PATH", str(tmp_path))
     env_config = dict(num_users=64, num_items=60, num_candidates=10, slate_size=3, horizon=8,
                       embedding_model="random", candidate_features=True)
     config = ppo_config(env_config, num_env_runners=0, users_per_runner=64, seed=0,
                         steps_per_user=8, minibatch_size=256, num_epochs=2)
-    algo = config.build_algo()
+    algo = build_algo(config, tmp_path)  # its log folder goes to tmp_path, not ~/ray_results
     try:
         results = [algo.train() for _ in range(2)]
     finally:
