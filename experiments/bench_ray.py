@@ -8,8 +8,8 @@ What is measured, all in the same run and on the same world:
    one numba thread per actor), and the parallel efficiency ``speed(n) / (n * speed(1 actor))``;
 3. the per-call overhead: the round trip of an empty actor call (``__ray_ready__``) to all actors at
    once, in ms (what every chunk pays on top of the stepping);
-4. the social exchange per refresh: the bytes gathered from the shards (every user's taste and latest
-   item) plus the bytes broadcast back (the whole arrays, read by each of the n actors), and its ms.
+4. the social exchange per refresh: the bytes every actor reads (every user's taste and latest item,
+   straight from the other actors' results in the object store), n times over, and its ms.
 
 A user-step is one user shown one slate; every user is served every step. World building, actor
 start-up and kernel loading are not timed: ``ShardedRollout.run`` starts its workers itself, so the
@@ -17,7 +17,7 @@ clock is read in the ``on_chunk`` callback, and the timed window runs from the e
 (the world is built, the kernels are loaded) to the end of the last. Chunks end at the social-refresh
 ticks, so the window holds whole refresh periods, exchanges included. Probes (3) and (4) run after the
 last chunk, outside the window; (4) repeats the exchange the runner does, through its private
-``_call`` (an extra refresh at the very end changes nothing that is measured).
+``_run_chunk`` with 0 steps (an extra refresh at the very end changes nothing that is measured).
 
 Each configuration runs ``--repeats`` times, round-robin over the configurations so that a noisy
 machine slows all of them alike; the tables give the median and the interquartile range (IQR).
@@ -92,16 +92,13 @@ def one_run(a: argparse.Namespace, backend: str, workers: int) -> dict[str, floa
             ray.get([w.__ray_ready__.remote() for w in r.workers])
             trips.append(time.perf_counter() - s)
         probes["call_ms"] = 1e3 * float(np.median(trips))
-        times, nbytes = [], 0
-        for _ in range(3):  # the runner's exchange, step for step (simenv.rollout.ShardedRollout.run)
+        times = []
+        for _ in range(3):  # the runner's exchange, as it runs at every refresh tick
             s = time.perf_counter()
-            inputs = r._call("social_inputs")
-            tastes = np.concatenate([x[0] for x in inputs])
-            latest = np.concatenate([x[1] for x in inputs])
-            refs = ray.put(tastes), ray.put(latest)
-            r._call("social_refresh", *refs)
+            r._run_chunk(0, exchange=True)
             times.append(time.perf_counter() - s)
-            nbytes = (tastes.nbytes + latest.nbytes) * (1 + len(r.workers))  # gathered once, read by each actor
+        inputs = r._call("social_inputs")
+        nbytes = sum(x[0].nbytes + x[1].nbytes for x in inputs) * len(r.workers)  # every actor reads every piece
         probes["exchange_ms"] = 1e3 * float(np.median(times))
         probes["exchange_bytes"] = float(nbytes)
 

@@ -147,6 +147,32 @@ class ShardedRollout:
                 ray.kill(w)
         self.workers = []
 
+    def _run_chunk(self, n: int, exchange: bool) -> list[ChunkStats]:
+        """``n`` steps on every shard, then (``exchange``) the social refresh of the sharded world:
+        every shard gets every user's taste and latest item.
+
+        On Ray the whole chunk is submitted at once and the driver waits once: each actor's
+        ``social_inputs`` follow its ``run`` and stay in the object store as two results, and their
+        references go to every actor's ``social_refresh_from``, so the actors read one another's
+        arrays in place and the driver never gathers, concatenates or re-sends them."""
+        if self.backend == "local":
+            parts = self._call("run", n)
+            if exchange:
+                inputs = self._call("social_inputs")
+                self._call("social_refresh", np.concatenate([x[0] for x in inputs]),
+                           np.concatenate([x[1] for x in inputs]))
+            return parts
+        import ray
+
+        parts = [w.run.remote(n) for w in self.workers]
+        refreshed = []
+        if exchange:
+            inputs = [w.social_inputs.options(num_returns=2).remote() for w in self.workers]
+            pieces = [r[0] for r in inputs] + [r[1] for r in inputs]
+            refreshed = [w.social_refresh_from.remote(*pieces) for w in self.workers]
+        done = ray.get(parts + refreshed)
+        return done[:len(parts)]
+
     # checkpoints ---------------------------------------------------------------------------------
     def _save(self, ckpt: _Checkpoint) -> None:
         if self.checkpoint_dir is None:
@@ -198,16 +224,7 @@ class ShardedRollout:
         while t < steps:
             n = self._chunk(t, steps)
             try:
-                parts = self._call("run", n)
-                if self._social and (t + n) % self._interval == 0:
-                    inputs = self._call("social_inputs")
-                    tastes = np.concatenate([x[0] for x in inputs])
-                    latest = np.concatenate([x[1] for x in inputs])
-                    if self.backend == "ray":
-                        import ray
-
-                        tastes, latest = ray.put(tastes), ray.put(latest)
-                    self._call("social_refresh", tastes, latest)
+                parts = self._run_chunk(n, exchange=self._social and (t + n) % self._interval == 0)
             except Exception as err:  # a dead actor: start over from the last checkpoint
                 if not _is_dead_worker(err) or restarts >= self.max_restarts:
                     raise

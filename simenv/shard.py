@@ -120,6 +120,13 @@ class Shard:
         w = self.world
         social_refresh_rows(w.population, w.social, w.dynamics, w.spill, self.lo, self.hi, tastes, latest)
 
+    def social_refresh_from(self, *pieces: np.ndarray) -> None:
+        """``social_refresh`` from every shard's ``social_inputs`` in shard order: the n tastes arrays,
+        then the n latest arrays. On Ray the pieces come straight from the other actors' results in
+        the object store (read in place), so the driver never gathers, concatenates or re-sends them."""
+        n = len(pieces) // 2
+        self.social_refresh(np.concatenate(pieces[:n]), np.concatenate(pieces[n:]))
+
     # state ---------------------------------------------------------------------------------------
     def rows(self) -> dict[str, np.ndarray]:
         """This shard's rows of every user-state array (and of the spillover lists)."""
