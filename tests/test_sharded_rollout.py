@@ -91,7 +91,7 @@ def test_the_same_seed_gives_identical_results_on_one_two_and_four_ray_actors(ra
 
 def test_a_worker_killed_mid_run_is_recovered_from_the_last_checkpoint_with_identical_final_metrics(ray_local,
                                                                                                      tmp_path):
-    undisturbed = ShardedRollout(WORLD, "popular", num_workers=2, seed=5, checkpoint_every=4).run(STEPS)
+    undisturbed = ShardedRollout(WORLD, "popular", num_workers=2, seed=5, checkpoint_every=4, cpus_per_worker=0.5).run(STEPS)
     killed = []
 
     def kill_once(t, rollout):
@@ -99,7 +99,7 @@ def test_a_worker_killed_mid_run_is_recovered_from_the_last_checkpoint_with_iden
             killed.append(t)
             ray_local.kill(rollout.workers[1], no_restart=True)
 
-    rollout = ShardedRollout(WORLD, "popular", num_workers=2, seed=5, checkpoint_every=4,
+    rollout = ShardedRollout(WORLD, "popular", num_workers=2, seed=5, checkpoint_every=4, cpus_per_worker=0.5,
                              checkpoint_dir=tmp_path / "ckpt")
     recovered = rollout.run(STEPS, on_chunk=kill_once)
     assert killed and recovered.restarts == 1
