@@ -49,31 +49,10 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from policies.llm.pipeline import ModelConfig, StageConfig  # noqa: E402
 from simenv.configfile import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class ModelConfig:
-    """A from-scratch model's shape (``agents.llm.model.LMConfig``), or a local model folder."""
-
-    path: str | None = None  # a local Hugging Face causal LM folder; None builds one from the fields below
-    vocab_size: int = 2000
-    hidden_size: int = 64
-    intermediate_size: int = 192
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    lora: bool = False  # train LoRA adapters (peft) instead of every weight: for larger models on a GPU
-    lora_rank: int = 8
-
-
-@dataclass
-class StageConfig:
-    epochs: float = 1.0
-    lr: float = 1e-3
-    batch_size: int = 16
 
 
 @dataclass
@@ -165,66 +144,19 @@ def split(cfg: AlignConfig, data, seed: int):
 # training --------------------------------------------------------------------------------------------
 def base_model(cfg: AlignConfig, data, train_ex, folder: Path) -> Path:
     """The model SFT starts from: ``model.path``, or a new one built on the catalog and prompt text."""
-    from agents.llm.model import LMConfig, new_lm
+    from policies.llm.pipeline import base_model as build
     from policies.llm.preference_data import sft_dataset
 
-    if cfg.model.path:
-        return Path(cfg.model.path)
-    if (folder / "config.json").exists():
-        return folder
     rows = sft_dataset(train_ex, data.catalog.titles)
     texts = [p + c for p, c in zip(rows["prompt"], rows["completion"])] + list(data.catalog.titles)
-    m = cfg.model
-    return new_lm(texts, folder, LMConfig(vocab_size=m.vocab_size, hidden_size=m.hidden_size,
-                                          intermediate_size=m.intermediate_size, num_layers=m.num_layers,
-                                          num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-                                          max_positions=2048))
-
-
-def _lora(cfg: AlignConfig):
-    if not cfg.model.lora:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=cfg.model.lora_rank, lora_alpha=2 * cfg.model.lora_rank, lora_dropout=0.0,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
-
-
-def _load(folder: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype), AutoTokenizer.from_pretrained(folder)
-
-
-def _save(trainer, folder: Path) -> None:
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):  # LoRA: keep a plain model folder for the next stages
-        model = model.merge_and_unload()
-    model.save_pretrained(folder / "model")
-    trainer.processing_class.save_pretrained(folder / "model")
+    return build(cfg.model, texts, folder)
 
 
 def train_sft(cfg: AlignConfig, data, train_ex, start: Path, folder: Path, seed: int) -> Path:
+    from policies.llm.pipeline import sft_stage
     from policies.llm.preference_data import sft_dataset
-    from policies.llm.sft import sft_config, sft_trainer
 
-    if (folder / "model" / "config.json").exists():
-        return folder / "model"
-    model, tok = _load(start)
-    args = sft_config(folder / "checkpoints", epochs=cfg.sft.epochs, learning_rate=cfg.sft.lr,
-                      batch_size=cfg.sft.batch_size, seed=seed)
-    trainer = sft_trainer(model, tok, sft_dataset(train_ex, data.catalog.titles), args, peft_config=_lora(cfg))
-    trainer.train(resume_from_checkpoint=_last_checkpoint(folder / "checkpoints"))
-    _save(trainer, folder)
-    return folder / "model"
-
-
-def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    return sft_stage(start, sft_dataset(train_ex, data.catalog.titles), folder, cfg.sft, seed, cfg.model)
 
 
 def oracle_values(data, train, points, train_ex, items: np.ndarray, seed: int) -> np.ndarray:
@@ -246,7 +178,7 @@ def train_method(cfg: AlignConfig, method: MethodConfig, data, train, points, tr
     from policies.llm.preference_data import mix_negatives, oracle_epsilon, preference_dataset
     from policies.llm.recommender import LLMRecommenderPolicy
     from policies.llm.evaluate import observations
-    from policies.llm.trainer import PreferenceConfig, PreferenceTrainer
+    from policies.llm.pipeline import preference_stage
 
     if (folder / "model" / "config.json").exists():
         return folder / "model"
@@ -263,31 +195,11 @@ def train_method(cfg: AlignConfig, method: MethodConfig, data, train, points, tr
         v = oracle_values(data, train, points, train_ex, items, seed)
         eps = oracle_epsilon(v[:, 0], v[:, 1:], method.eps_max, rejected_items=neg.items)
     dataset = preference_dataset(train_ex, neg, data.catalog.titles, eps)
-    model, tok = _load(sft)
-    gpu = _gpu()
-    args = PreferenceConfig(output_dir=str(folder / "checkpoints"), loss=method.loss, beta=method.beta,
-                            gamma=method.gamma, alpha=method.alpha, sft_weight=method.sft_weight,
-                            num_train_epochs=cfg.preference.epochs, learning_rate=cfg.preference.lr,
-                            per_device_train_batch_size=cfg.preference.batch_size, lr_scheduler_type="cosine",
-                            warmup_steps=0.05, logging_steps=10, save_strategy="epoch", save_total_limit=1,
-                            report_to="none", disable_tqdm=True, seed=seed, data_seed=seed, use_cpu=not gpu,
-                            bf16=gpu)
-    if cfg.model.lora:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, _lora(cfg))  # the reference log-probs are taken before training anyway
-    trainer = PreferenceTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok)
-    trainer.train(resume_from_checkpoint=_last_checkpoint(folder / "checkpoints"))
-    _save(trainer, folder)
+    model = preference_stage(sft, dataset, folder, cfg.preference, seed, cfg.model, loss=method.loss,
+                             beta=method.beta, gamma=method.gamma, alpha=method.alpha, sft_weight=method.sft_weight)
     (folder / "negatives.json").write_text(json.dumps({"plan": method.negatives, "smoothing": method.smoothing,
                                                        "mean_epsilon": float(np.mean(dataset["epsilon"]))}))
-    return folder / "model"
-
-
-def _gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return model
 
 
 # evaluation ------------------------------------------------------------------------------------------
