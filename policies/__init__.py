@@ -25,25 +25,32 @@ POLICIES: dict[str, type[BasePolicy]] = {
     "linucb": LinUCBPolicy,
 }
 
+LLM_POLICIES = ("llm", "llm_icl")
+
 
 def make_policy(name: str, **kwargs: Any) -> BasePolicy:
     """A new policy of the given name, built with ``kwargs`` (its constructor's arguments).
 
     Offline policies ("knn", "mf") still need ``fit(interactions, num_items)`` before they can act;
-    "llm" (``policies.llm.recommender.LLMRecommenderPolicy``) needs ``model=`` a local model folder
-    and is imported only when asked for, since it loads torch and transformers.
+    "llm" (``policies.llm.recommender.LLMRecommenderPolicy``) and "llm_icl" (its in-context variant,
+    ``policies.llm.in_context``) need ``model=`` a local model folder and are imported only when
+    asked for, since they load torch and transformers.
     """
     if name == "llm":
         from policies.llm.recommender import LLMRecommenderPolicy
 
         return LLMRecommenderPolicy(**kwargs)
+    if name == "llm_icl":
+        from policies.llm.in_context import InContextLLMPolicy
+
+        return InContextLLMPolicy(**kwargs)
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: use one of {sorted([*POLICIES, 'llm'])}.")
+        raise ValueError(f"unknown policy {name!r}: use one of {sorted([*POLICIES, *LLM_POLICIES])}.")
     return POLICIES[name](**kwargs)
 
 
 __all__ = [
-    "POLICIES", "BasePolicy", "ItemKNNPolicy", "LinUCBPolicy", "MatrixFactorizationPolicy", "OraclePolicy",
+    "LLM_POLICIES", "POLICIES", "BasePolicy", "ItemKNNPolicy", "LinUCBPolicy", "MatrixFactorizationPolicy", "OraclePolicy",
     "PlackettLucePolicy", "Policy", "PopularityPolicy", "RandomPolicy", "collect_interactions", "evaluate",
     "make_policy",
 ]

@@ -47,10 +47,10 @@ class PolicySpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from policies import POLICIES
+        from policies import LLM_POLICIES, POLICIES
 
-        if self.policy not in POLICIES and self.policy != "llm":
-            raise ValueError(f"policy {self.policy!r}: use one of {sorted([*POLICIES, 'llm'])}.")
+        if self.policy not in POLICIES and self.policy not in LLM_POLICIES:
+            raise ValueError(f"policy {self.policy!r}: use one of {sorted([*POLICIES, *LLM_POLICIES])}.")
         if self.policy in OFFLINE:
             raise ValueError(f"policy {self.policy!r} is fitted offline on logged interactions first; the launcher "
                              "serves policies that act from the start (random, popular, oracle, linucb, llm).")

@@ -147,7 +147,7 @@ class ShardedRollout:
                 ray.kill(w)
         self.workers = []
 
-    def _run_chunk(self, n: int, exchange: bool) -> list[ChunkStats]:
+    def _run_chunk(self, n: int, exchange: bool, record: bool = False) -> list[ChunkStats]:
         """``n`` steps on every shard, then (``exchange``) the social refresh of the sharded world:
         every shard gets every user's taste and latest item.
 
@@ -156,7 +156,7 @@ class ShardedRollout:
         references go to every actor's ``social_refresh_from``, so the actors read one another's
         arrays in place and the driver never gathers, concatenates or re-sends them."""
         if self.backend == "local":
-            parts = self._call("run", n)
+            parts = self._call("run", n, record)
             if exchange:
                 inputs = self._call("social_inputs")
                 self._call("social_refresh", np.concatenate([x[0] for x in inputs]),
@@ -164,7 +164,7 @@ class ShardedRollout:
             return parts
         import ray
 
-        parts = [w.run.remote(n) for w in self.workers]
+        parts = [w.run.remote(n, record) for w in self.workers]
         refreshed = []
         if exchange:
             inputs = [w.social_inputs.options(num_returns=2).remote() for w in self.workers]
@@ -172,6 +172,54 @@ class ShardedRollout:
             refreshed = [w.social_refresh_from.remote(*pieces) for w in self.workers]
         done = ray.get(parts + refreshed)
         return done[:len(parts)]
+
+    # stepping in rounds (an online study: serve, learn, swap the policy, serve on) ---------------
+    def open(self, states: list[dict[str, Any]] | None = None) -> None:
+        """Start the workers at the episode's start, or at ``states`` (``states()`` of an earlier round)."""
+        self._start()
+        if states is not None:
+            self._call("load_state", each=[(s,) for s in states])
+        self._clock = int(self._call("state")[0]["clock"]) if states is not None else 0
+
+    def advance(self, steps: int, record: bool = False) -> tuple[ChunkStats, dict[str, np.ndarray]]:
+        """``steps`` more steps of every user from where the last call stopped (chunks end at social
+        refresh ticks, which exchange across shards as in ``run``). Returns the world's statistics and,
+        with ``record``, every served decision in user order within each step (``Shard.take_decisions``)."""
+        parts = []
+        t, end = self._clock, self._clock + steps
+        while t < end:
+            n = min(end - t, self._interval - t % self._interval) if self._social else end - t
+            exchange = self._social and (t + n) % self._interval == 0
+            parts.append(ChunkStats.combine(self._run_chunk(n, exchange, record)))
+            t += n
+        self._clock = end
+        decisions: dict[str, np.ndarray] = {}
+        if record:  # step order; within a step, the shards' users in user order
+            shards = self._call("take_decisions")
+            clock = np.concatenate([d["clock"] for d in shards])
+            order = np.argsort(clock, kind="stable")
+            decisions = {k: np.concatenate([d[k] for d in shards])[order] for k in shards[0]}
+        stats = ChunkStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in ChunkStats.FIELDS),
+                           sum(p.exposure for p in parts), sum(p.consumed for p in parts))
+        return stats, decisions
+
+    def set_policy(self, policy: str, policy_kwargs: dict[str, Any] | None = None) -> None:
+        """Every worker serves from now on with a new replica of ``policy`` (its state starts fresh)."""
+        self.policy, self.policy_kwargs = policy, dict(policy_kwargs or {})
+        self._call("set_policy", policy, self.policy_kwargs)
+
+    def policy_states(self) -> list[dict[str, Any]]:
+        """Every replica's ``state_dict()`` (e.g. an LLM policy's generation counts), in shard order."""
+        return self._call("policy_state")
+
+    def states(self) -> list[dict[str, Any]]:
+        """Every shard's ``state()``: what ``open(states)`` continues from exactly."""
+        return self._call("state")
+
+    def rows(self) -> dict[str, np.ndarray]:
+        """Every user's state arrays, in user order."""
+        parts = self._call("rows")
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     # checkpoints ---------------------------------------------------------------------------------
     def _save(self, ckpt: _Checkpoint) -> None:

@@ -26,6 +26,11 @@ import numpy as np
 
 from simenv.dynamics import social_inputs, social_refresh_rows
 
+# one row per served user-step: who, at which world tick, what they had seen (obs["history"]), the
+# candidates, the slate (positions into candidates), the position taken (-1: none), the rating, and
+# each candidate's value under the user model just before the user responded
+DECISION_FIELDS = ("user", "clock", "history", "candidates", "slate", "choice", "rating", "values")
+
 
 def shard_ranges(num_users: int, num_shards: int) -> list[tuple[int, int]]:
     """Contiguous (lo, hi) user ranges of near-equal size covering 0..num_users-1."""
@@ -77,6 +82,7 @@ class Shard:
         self.policy = make_policy(policy, seed=seed, **(policy_kwargs or {}))
         self.seed = seed
         self.obs: dict[str, np.ndarray] | None = None
+        self._decisions: list[dict[str, np.ndarray]] = []
 
     @property
     def world(self):
@@ -86,8 +92,38 @@ class Shard:
         self.obs, _ = self.env.reset(seed=seed)
         self.policy.setup(self.env)
 
-    def run(self, steps: int) -> ChunkStats:
-        """``steps`` steps of every user of the shard. The runner stops a chunk at each refresh tick."""
+    def set_policy(self, policy: str, policy_kwargs: dict[str, Any] | None = None, seed: int | None = None) -> None:
+        """Serve from here on with a new replica of ``policy`` (an online study's next round's model);
+        the users' state and the world stay as they are."""
+        from policies import make_policy
+
+        self.seed = self.seed if seed is None else seed
+        self.policy = make_policy(policy, seed=self.seed, **(policy_kwargs or {}))
+        self.policy.setup(self.env)
+
+    def take_decisions(self) -> dict[str, np.ndarray]:
+        """The decisions ``run(..., record=True)`` logged since the last call (see ``DECISION_FIELDS``),
+        one row per served user-step in step order, and forget them."""
+        out = {k: np.concatenate([d[k] for d in self._decisions]) if self._decisions else np.zeros((0,), np.int64)
+               for k in DECISION_FIELDS}
+        self._decisions = []
+        return out
+
+    def policy_state(self) -> dict[str, Any]:
+        return self.policy.state_dict()
+
+    def _decision(self, obs: dict[str, np.ndarray], actions: np.ndarray, info: dict[str, np.ndarray],
+                  values: np.ndarray, active: np.ndarray) -> dict[str, np.ndarray]:
+        return {"user": info["user_id"][active].astype(np.int64), "clock": np.full(int(active.sum()), self.world.clock - 1),
+                "history": np.asarray(obs["history"])[active], "candidates": np.asarray(obs["candidates"])[active],
+                "slate": np.asarray(actions, np.int64)[active], "choice": info["choice"][active].astype(np.int64),
+                "rating": info["rating"][active], "values": values[active]}
+
+    def run(self, steps: int, record: bool = False) -> ChunkStats:
+        """``steps`` steps of every user of the shard. The runner stops a chunk at each refresh tick.
+        ``record`` also logs every served decision for ``take_decisions``: an online study learns from
+        them, and the candidates' values under the user model (taken before the users respond) say
+        which candidate the user truly preferred."""
         n_items = self.world.num_items
         t = {f: np.zeros(steps, np.int64 if f in ("served", "clicks", "left") else np.float64)
              for f in ChunkStats.FIELDS}
@@ -95,6 +131,9 @@ class Shard:
         for s in range(steps):
             obs = self.obs
             actions = self.policy.act(obs)
+            if record:
+                sim = self.env.sim
+                values = sim.user_model.item_values(self.world, sim.slot_user, np.asarray(obs["candidates"]))
             self.obs, reward, terminated, _, info = self.env.step(actions)
             self.policy.update(obs, actions, reward, info)
             active = info["_clicked"]
@@ -107,6 +146,8 @@ class Shard:
             t["left"][s] = terminated.sum()
             exposure += np.bincount(info["slate"][active].ravel(), minlength=n_items)
             consumed += np.bincount(info["item"][clicked], minlength=n_items)
+            if record:
+                self._decisions.append(self._decision(obs, actions, info, values, active))
             if self.world.social_due() and s < steps - 1:
                 raise RuntimeError(f"shard {self.lo}..{self.hi}: stepped past a social-refresh tick "
                                    f"(clock {self.world.clock}); the runner must stop each chunk there.")
@@ -151,5 +192,6 @@ class Shard:
         w.clock, w.key = int(state["clock"]), np.uint64(state["key"])
         for k, v in state["slots"].items():
             getattr(sim, k)[...] = v
-        self.policy.load_state_dict(pickle.loads(state["policy"]))
+        if "policy" in state:  # absent: a new policy takes over the world where another left it
+            self.policy.load_state_dict(pickle.loads(state["policy"]))
         self.obs = sim.observe()

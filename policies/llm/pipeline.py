@@ -1,5 +1,6 @@
 """The training stages of an LLM recommender, shared by offline alignment (``experiments/align.py``)
-and online refinement (``policies.llm.online``): a model built here, SFT, and a preference stage.
+and online refinement (``policies.llm.online``): a model built here, SFT, a preference stage, and
+reinforcement with the simulated user as the reward (GRPO).
 
 Every stage writes a plain model folder (``FOLDER/model``) and resumes from its last Trainer
 checkpoint (``FOLDER/checkpoints``) when stopped, so a study can hand one stage's output to the next
@@ -134,5 +135,44 @@ def preference_stage(start: Path, dataset: Any, folder: Path, stage: StageConfig
 
         lm = get_peft_model(lm, lora_config(model))  # the reference log-probs are taken before training anyway
     trainer = PreferenceTrainer(model=lm, args=args, train_dataset=dataset, processing_class=tok)
+    trainer.train(resume_from_checkpoint=last_checkpoint(folder / "checkpoints"))
+    return _finish(trainer, folder)
+
+
+def grpo_stage(start: Path, dataset: Any, reward: Any, folder: Path, stage: StageConfig, seed: int, model: ModelConfig,
+               *, beta: float = 0.04, num_generations: int = 4, max_completion_length: int = 16,
+               temperature: float = 1.0) -> Path:
+    """trl ``GRPOTrainer`` from ``start``: sample ``num_generations`` answers per prompt, reward each
+    with ``reward`` (a trl reward function, e.g. ``policies.llm.rewards.SimulatedUserReward``), and
+    raise the likelihood of answers by their advantage A_i = (r_i - mean_group r) / std_group r, with a
+    KL penalty ``beta`` to ``start`` (the reference: a frozen copy, or the adapters switched off under
+    LoRA) so the policy keeps writing titles. Returns ``folder/model``; raises ``NonFiniteLoss``
+    (saving nothing) if a logged loss is NaN or infinite.
+
+    ``dataset`` has a ``prompt`` column (the LLaRA prompt) and the columns ``reward`` reads.
+    ``stage.batch_size`` counts prompts per optimizer step, as in the other stages, so trl's batch is
+    ``batch_size * num_generations`` completions: every group is whole (trl's divisibility rule holds
+    for any batch size) and is sampled once per step, on-policy. Answers stop at the tokenizer's end
+    token, as titles were trained (``" title<eos>"``); one still unfinished after
+    ``max_completion_length`` tokens is rewarded as what it names, usually nothing.
+    """
+    from trl import GRPOConfig, GRPOTrainer
+
+    from policies.llm.trainer import check_tokenizer
+
+    if (folder / "model" / "config.json").exists():
+        return folder / "model"
+    lm, tok = load(start)
+    check_tokenizer(lm, tok)  # trl stops sampling at the tokenizer's eos, so it must have one
+    on_gpu = gpu()
+    args = GRPOConfig(output_dir=str(folder / "checkpoints"), num_train_epochs=stage.epochs, learning_rate=stage.lr,
+                      per_device_train_batch_size=stage.batch_size * num_generations,
+                      num_generations=num_generations, max_completion_length=max_completion_length,
+                      temperature=temperature, beta=beta, disable_dropout=True, gradient_checkpointing=False,
+                      lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=1, save_strategy="epoch",
+                      save_total_limit=1, report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
+                      use_cpu=not on_gpu, bf16=on_gpu)
+    trainer = GRPOTrainer(model=lm, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tok,
+                          peft_config=lora_config(model))
     trainer.train(resume_from_checkpoint=last_checkpoint(folder / "checkpoints"))
     return _finish(trainer, folder)

@@ -15,7 +15,9 @@ Two modes:
   and the audit reports how often that happened.
 
 Counts reach the audit (``env.sim.monitor.record_generations``) when the env audits, and are kept
-in ``generation_counts`` either way.
+in ``generation_counts`` either way. In ``"rank"`` mode, ``probe`` > 0 also has the model write a
+title for that share of the served users each step, counted the same way but never shown: the
+ValidRatio and hallucination rate of a model that serves by ranking.
 """
 from __future__ import annotations
 
@@ -45,15 +47,20 @@ class LLMRecommenderPolicy(BasePolicy):
         batch_size: prompts per forward pass (each with all its candidates).
         max_new_tokens: the longest title ``"generate"`` writes.
         device: ``"cuda"`` when a GPU is present, else ``"cpu"`` (bf16 on a GPU).
+        probe: in ``"rank"`` mode, the share of served users whose generated title is counted (not shown).
     """
 
     name = "llm"
 
     def __init__(self, model: Any, tokenizer: Any = None, mode: str = "rank", history: int = 10,
-                 batch_size: int = 16, max_new_tokens: int = 24, device: str | None = None, seed: int = 0) -> None:
+                 batch_size: int = 16, max_new_tokens: int = 24, device: str | None = None, seed: int = 0,
+                 probe: float = 0.0) -> None:
         super().__init__(seed)
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: use one of {MODES}.")
+        if not 0.0 <= probe <= 1.0:
+            raise ValueError(f"probe={probe}: a share of served users, in [0, 1].")
+        self.probe = probe
         if history < 0:
             raise ValueError(f"history={history}: must be >= 0.")
         if isinstance(model, (str, Path)):
@@ -70,8 +77,13 @@ class LLMRecommenderPolicy(BasePolicy):
         self.use_catalog(self.world.catalog.titles)
 
     def state_dict(self) -> dict[str, Any]:
-        """The weights are fixed while serving: a checkpoint keeps only the counts."""
-        return {"generation_counts": dict(self.generation_counts)}
+        """The weights are fixed while serving: a checkpoint keeps the counts and the probe's generator."""
+        return {"generation_counts": dict(self.generation_counts), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generation_counts = dict(state["generation_counts"])
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]
 
     def use_catalog(self, titles) -> None:
         """Read titles of this catalog (``setup`` does it from the env; offline evaluation directly)."""
@@ -106,17 +118,18 @@ class LLMRecommenderPolicy(BasePolicy):
     def act(self, obs):
         prompts = self.prompts(obs)
         scores = self.scores(obs, prompts)
-        if self.mode == "rank":
-            return self.slate_from_scores(scores)
         cands = np.asarray(obs["candidates"])
+        if self.mode == "rank":
+            if self.probe:
+                rows = np.flatnonzero(self.rng.random(len(prompts)) < self.probe)
+                if len(rows):
+                    answers = self.lm.generate([prompts[i] for i in rows], self.max_new_tokens)
+                    self._count(ground(self.index, [[a] for a in answers], cands[rows]))
+            return self.slate_from_scores(scores)
         answers = self.lm.generate(prompts, self.max_new_tokens)
         self.last_answers = answers
         grounding = ground(self.index, [[a] for a in answers], cands)
-        valid = grounding.in_candidates  # exactly one candidate's title (see policies.llm.evaluate)
-        for key, value in grounding.counts().items():
-            self.generation_counts[key] = self.generation_counts.get(key, 0) + value
-        self.generation_counts["answers"] = self.generation_counts.get("answers", 0) + len(valid)
-        self.generation_counts["valid"] = self.generation_counts.get("valid", 0) + int(valid.sum())
+        valid = self._count(grounding)
         monitor = getattr(getattr(self.env, "sim", None), "monitor", None)
         if monitor is not None:
             monitor.record_generations(grounding, valid)
@@ -125,3 +138,12 @@ class LLMRecommenderPolicy(BasePolicy):
         col = (cands == grounding.items[:, None]).argmax(axis=1)
         scores[np.flatnonzero(named), col[named]] = np.inf
         return self.slate_from_scores(scores)
+
+    def _count(self, grounding) -> np.ndarray:
+        """Add one step's emissions to ``generation_counts``; returns which named exactly one candidate."""
+        valid = grounding.in_candidates  # exactly one candidate's title (see policies.llm.evaluate)
+        for key, value in grounding.counts().items():
+            self.generation_counts[key] = self.generation_counts.get(key, 0) + value
+        self.generation_counts["answers"] = self.generation_counts.get("answers", 0) + len(valid)
+        self.generation_counts["valid"] = self.generation_counts.get("valid", 0) + int(valid.sum())
+        return valid

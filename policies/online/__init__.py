@@ -1,0 +1,3 @@
+"""Online refinement inside the simulator: recommenders that keep learning from simulated users whose
+interests shift. ``methods`` holds the ways to learn between rounds, ``metrics`` what a round
+measured, ``study`` the whole study (``recsim-llm run experiments/configs/online_refine.yaml``)."""
