@@ -84,9 +84,10 @@ def last_checkpoint(folder: Path) -> str | None:
 
 
 def _finish(trainer, folder: Path) -> Path:
-    """Check the logged losses, then save a plain model folder (LoRA merged) as ``folder/model``."""
-    bad = [(k, e) for e in trainer.state.log_history for k in ("loss", "train_loss")
-           if k in e and not math.isfinite(e[k])]
+    """Check the logged losses and gradient norms (the Trainers run with ``logging_nan_inf_filter``
+    off, so a NaN step is logged as NaN, not hidden), then save a plain model folder (LoRA merged) as ``folder/model``."""
+    bad = [(k, e) for e in trainer.state.log_history for k in ("loss", "train_loss", "grad_norm")
+           if k in e and not math.isfinite(float(e[k]))]
     if bad:
         key, entry = bad[0]
         raise NonFiniteLoss(f"{folder}: {key} {entry[key]} at step {entry.get('step')}; the stage's model was not "
@@ -129,6 +130,7 @@ def preference_stage(start: Path, dataset: Any, folder: Path, stage: StageConfig
                             learning_rate=stage.lr, per_device_train_batch_size=stage.batch_size,
                             lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10, save_strategy="epoch",
                             save_total_limit=1, report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
+                            logging_nan_inf_filter=False,
                             use_cpu=not on_gpu, bf16=on_gpu, **loss)
     if model.lora:
         from peft import get_peft_model
@@ -171,7 +173,7 @@ def grpo_stage(start: Path, dataset: Any, reward: Any, folder: Path, stage: Stag
                       temperature=temperature, beta=beta, disable_dropout=True, gradient_checkpointing=False,
                       lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=1, save_strategy="epoch",
                       save_total_limit=1, report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
-                      use_cpu=not on_gpu, bf16=on_gpu)
+                      logging_nan_inf_filter=False, use_cpu=not on_gpu, bf16=on_gpu)
     trainer = GRPOTrainer(model=lm, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=lora_config(model))
     trainer.train(resume_from_checkpoint=last_checkpoint(folder / "checkpoints"))

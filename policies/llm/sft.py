@@ -22,7 +22,7 @@ def sft_config(output_dir: str | Path, epochs: float = 3.0, learning_rate: float
                     per_device_train_batch_size=batch_size, seed=seed, data_seed=seed, completion_only_loss=True,
                     use_cpu=not gpu, bf16=gpu, gradient_checkpointing=False, report_to="none", max_length=None,
                     lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10, save_strategy="epoch",
-                    save_total_limit=1, disable_tqdm=True)
+                    save_total_limit=1, disable_tqdm=True, logging_nan_inf_filter=False)
     settings.update(overrides)
     return SFTConfig(**settings)
 
