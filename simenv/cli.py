@@ -1,5 +1,6 @@
 """The ``recsim-llm`` command line: ``demo`` (a small audited simulation), ``run`` (an experiment
-from a YAML file, sharded over Ray workers), ``sweep`` (a Ray Tune search over such experiments),
+from a YAML file, sharded over Ray workers, or an online-refinement study when the file has
+``study: online_refine``), ``sweep`` (a Ray Tune search over such experiments),
 ``report``, ``compare`` and ``train-user-lm`` (a user LM trained to imitate logged decisions)."""
 from __future__ import annotations
 
@@ -145,9 +146,48 @@ def _train_user_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_kind(path: str) -> str | None:
+    """The ``study:`` key of a YAML file (an online-refinement study), or None (an experiment)."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file {p} does not exist.")
+    data = yaml.safe_load(p.read_text()) or {}
+    return data.get("study") if isinstance(data, dict) else None
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    from policies.online.study import load_study, run_study
+
+    cfg = load_study(args.config)
+    if args.num_workers is not None:
+        cfg.ray.num_workers = args.num_workers
+    if args.address is not None:
+        cfg.ray.address = args.address
+    if args.backend is not None:
+        cfg.ray.backend = args.backend
+    cfg.ray.__post_init__()
+    if cfg.ray.backend == "ray":
+        from simenv.experiment import init_ray
+
+        init_ray(cfg.ray.address)
+    out = Path(args.out or Path("runs") / cfg.name)
+    run_study(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print((out / "table.md").read_text(), end="")
+    print(f"run directory: {out}/ (report.md, curves.png, results.json, a folder per seed and method)")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from simenv.experiment import load_experiment, run_experiment
 
+    kind = _study_kind(args.config)
+    if kind is not None:
+        if kind != "online_refine":
+            raise ValueError(f"study: {kind!r} is not a study this version runs; use 'online_refine' (or no "
+                             "'study' key for an experiment).")
+        return _run_study(args)
     cfg = load_experiment(args.config)
     ray_cfg = cfg.ray
     if args.num_workers is not None:
@@ -192,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="also run a steering experiment (λ sweep)")
     demo.add_argument("--out", default="runs/demo", help="experiment folder: one run directory per policy")
     demo.set_defaults(func=_demo)
-    run = sub.add_parser("run", help="run the experiment a YAML file describes, sharded over Ray workers")
-    run.add_argument("config", help="experiment YAML (simenv.experiment.ExperimentConfig)")
+    run = sub.add_parser("run", help="run the experiment (or, with a 'study:' key, the online study) a YAML file "
+                                     "describes, sharded over Ray workers")
+    run.add_argument("config", help="experiment YAML (simenv.experiment.ExperimentConfig), or an online-refinement "
+                                    "study (policies.online.study.OnlineStudyConfig, 'study: online_refine')")
     run.add_argument("--out", help="run directory (default runs/<name>)")
     run.add_argument("--address", help="Ray cluster address ('auto': the running one); default: a job's cluster, "
                                        "else a new local Ray")

@@ -174,10 +174,17 @@ class ShardedRollout:
         return done[:len(parts)]
 
     # stepping in rounds (an online study: serve, learn, swap the policy, serve on) ---------------
-    def open(self, states: list[dict[str, Any]] | None = None) -> None:
-        """Start the workers at the episode's start, or at ``states`` (``states()`` of an earlier round)."""
+    def open(self, states: list[dict[str, Any]] | dict[str, Any] | None = None) -> None:
+        """Start the workers at the episode's start, or at ``states``: ``states()`` of a rollout with the
+        same shards (policy state included), or a whole-world ``merge_states`` (any shard layout; the
+        policy starts fresh)."""
         self._start()
+        if isinstance(states, dict):
+            states = split_state(states, self.ranges)
         if states is not None:
+            if len(states) != len(self.workers):
+                raise ValueError(f"{len(states)} shard states for {len(self.workers)} workers: resume with the same "
+                                 "num_workers, or open from merge_states(...).")
             self._call("load_state", each=[(s,) for s in states])
         self._clock = int(self._call("state")[0]["clock"]) if states is not None else 0
 
@@ -308,6 +315,20 @@ class ShardedRollout:
         if self.checkpoint_every:
             n = min(n, self.checkpoint_every - t % self.checkpoint_every)
         return n
+
+
+def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One whole-world state from every shard's ``Shard.state()`` in shard order (the policy replicas'
+    states are left out: they belong to one layout), for ``ShardedRollout.open`` with any shards."""
+    return {"rows": {k: np.concatenate([s["rows"][k] for s in states]) for k in states[0]["rows"]},
+            "clock": states[0]["clock"], "key": states[0]["key"],
+            "slots": {k: np.concatenate([s["slots"][k] for s in states]) for k in states[0]["slots"]}}
+
+
+def split_state(state: dict[str, Any], ranges: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """``merge_states``'s inverse for the shards ``ranges`` (users lo..hi-1 each)."""
+    return [{"rows": {k: v[lo:hi] for k, v in state["rows"].items()}, "clock": state["clock"], "key": state["key"],
+             "slots": {k: v[lo:hi] for k, v in state["slots"].items()}} for lo, hi in ranges]
 
 
 def _is_dead_worker(err: Exception) -> bool:

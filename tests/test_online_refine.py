@@ -205,3 +205,40 @@ def test_rounds_continue_the_world_exactly_where_the_last_one_stopped():
     assert np.array_equal(a.exposure + b.exposure, whole.exposure)
     assert len(decisions["user"]) == 3 * 40 and (decisions["clock"] == np.repeat([0, 1, 2], 40)).all()
     assert ((decisions["choice"] >= 0).sum()) == a.clicks.sum()
+
+
+def test_rounds_on_two_ray_actors_serve_the_same_users_the_same_way_as_one_process(study, ray_local):
+    """The loop on Ray: the frozen LLM ranks each user from that user's prompt alone, so sharding the
+    users over two actors changes nothing (the probe's generator is per replica, so it is off here)."""
+    import dataclasses
+
+    from policies.online.study import run_method
+
+    cfg, out, _ = study
+    runs = {}
+    for backend, workers in (("local", 1), ("ray", 2)):
+        c = dataclasses.replace(cfg, ray=dataclasses.replace(cfg.ray, backend=backend, num_workers=workers,
+                                                             cpus_per_worker=0.5),
+                                serve=dataclasses.replace(cfg.serve, probe=0.0), rounds=2)
+        from policies.online.study import logging_phase
+
+        ctx = context(c, out)
+        _, start = logging_phase(c, 0, out / "seed_0" / "log")
+        runs[backend] = run_method(c, MethodConfig("frozen", "frozen"), ctx, world_of(c, 0), start,
+                                   out / f"frozen_{backend}")
+    assert same([x["metrics"] for x in runs["ray"]], [x["metrics"] for x in runs["local"]])
+
+
+def test_the_round_timing_benchmark_splits_every_method_s_round_into_its_phases(study):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_online", Path(__file__).parents[1] / "experiments" /
+                                                  "bench_online.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, _, results = study
+    text = bench.timing_table(results)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["frozen"].split(" | ")[5] == "1.00"  # the baseline of the ratio column
+    trained = float(rows["iterated DPO"].split(" | ")[3])
+    assert trained > 0 and float(rows["LinUCB"].split(" | ")[3]) == 0  # only the LLM trainer trains

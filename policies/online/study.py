@@ -186,8 +186,10 @@ def _load_round(folder: Path) -> tuple[dict[str, np.ndarray], list[dict[str, Any
     return decisions, pickle.loads((folder / "states.pkl").read_bytes())
 
 
-def logging_phase(cfg: OnlineStudyConfig, seed: int, folder: Path) -> tuple[dict[str, np.ndarray], list]:
+def logging_phase(cfg: OnlineStudyConfig, seed: int, folder: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Yesterday's log: decisions and the world's state after ``offline.log_steps`` steps."""
+    from simenv.rollout import merge_states
+
     if not (folder / "states.pkl").exists():
         server = rollout(cfg, seed, cfg.offline.logging_policy, {})
         server.open()
@@ -195,7 +197,7 @@ def logging_phase(cfg: OnlineStudyConfig, seed: int, folder: Path) -> tuple[dict
         _save_round(folder, decisions, server.states())
         server.close()
     decisions, states = _load_round(folder)
-    return decisions, [{k: v for k, v in s.items() if k != "policy"} for s in states]  # a new policy takes over
+    return decisions, merge_states(states)  # the whole world, for any shard layout; a new policy takes over
 
 
 # offline alignment -----------------------------------------------------------------------------------
@@ -237,7 +239,7 @@ def finished_rounds(folder: Path, rounds: int) -> int:
     return r
 
 
-def run_method(cfg: OnlineStudyConfig, method: MethodConfig, ctx: Context, world, start_states: list,
+def run_method(cfg: OnlineStudyConfig, method: MethodConfig, ctx: Context, world, start_states: dict,
                folder: Path, on_round: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
     """Every round of one method; rounds already finished on disk are read back, not rerun."""
     refiner = make_refiner(method, ctx, folder)
