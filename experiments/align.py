@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies.llm.pipeline import ModelConfig, StageConfig  # noqa: E402
+from simenv.audit.report import t_interval  # noqa: E402
 from simenv.configfile import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,18 +253,6 @@ def simulator_run(model: Path, data, cfg: AlignConfig, run_folder: Path, seed: i
 # table -----------------------------------------------------------------------------------------------
 COLUMNS = ("HR@1", "HR@5", "NDCG@5", "ValidRatio", "HR@1 (valid)", "HR@1 (all)", "hallucination_rate", "ARP",
            "popularity_lift", "sim_ctr", "sim_ARP", "sim_hallucination_rate")
-
-
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of a 95% t-interval over seeds (half-width NaN for one seed)."""
-    from scipy import stats
-
-    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) < 2:
-        return float(v.mean()), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def table(results: dict[str, dict[int, dict[str, Any]]]) -> str:

@@ -57,6 +57,12 @@ def mean_ci(values: np.ndarray) -> dict[str, Any]:
     return out
 
 
+def t_interval(values) -> tuple[float, float]:
+    """``mean_ci`` as (mean, half-width) for tables written as "m ± h" (half-width NaN for one seed)."""
+    ci = mean_ci(np.asarray(list(values), np.float64))
+    return ci["mean"], float(ci["ci_high"] - ci["mean"])
+
+
 def _fmt(x: float) -> str:
     if x is None or not np.isfinite(x):
         return "n/a"
