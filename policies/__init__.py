@@ -33,8 +33,9 @@ def make_policy(name: str, **kwargs: Any) -> BasePolicy:
 
     Offline policies ("knn", "mf") still need ``fit(interactions, num_items)`` before they can act;
     "llm" (``policies.llm.recommender.LLMRecommenderPolicy``) and "llm_icl" (its in-context variant,
-    ``policies.llm.in_context``) need ``model=`` a local model folder and are imported only when
-    asked for, since they load torch and transformers.
+    ``policies.llm.in_context``) need ``model=`` a local model folder, and "rllib_slate"
+    (``policies.rllib_serve.RLModuleSlatePolicy``) needs ``module=`` a saved RLlib module folder; they
+    are imported only when asked for, since they load torch and transformers or RLlib.
     """
     if name == "llm":
         from policies.llm.recommender import LLMRecommenderPolicy
@@ -44,8 +45,12 @@ def make_policy(name: str, **kwargs: Any) -> BasePolicy:
         from policies.llm.in_context import InContextLLMPolicy
 
         return InContextLLMPolicy(**kwargs)
+    if name == "rllib_slate":
+        from policies.rllib_serve import RLModuleSlatePolicy
+
+        return RLModuleSlatePolicy(**kwargs)
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}: use one of {sorted([*POLICIES, *LLM_POLICIES])}.")
+        raise ValueError(f"unknown policy {name!r}: use one of {sorted([*POLICIES, *LLM_POLICIES, 'rllib_slate'])}.")
     return POLICIES[name](**kwargs)
 
 

@@ -8,7 +8,8 @@ Per seed:
    was taken). This is yesterday's data.
 2. **Offline alignment** on that log: a small LM built here (or ``model.path``), SFT on the chosen
    titles, then DPO: the frozen baseline and every LLM method's starting point; and the RecICL
-   model, SFT once on the same decisions in the in-context format.
+   model, SFT once on the same decisions in the in-context format. A study without LLM methods
+   (PPO and the references) skips this step and needs no frozen method.
 3. **Rounds**: each method continues the same world from the end of the log (common random
    numbers: every method meets the same users, the same shift and the same draws) for ``rounds``
    rounds of ``steps_per_round`` steps. The scenario happens at the start of round
@@ -17,8 +18,8 @@ Per seed:
    (``policies.online.methods``) and the next round is served by what it learned.
 4. **Measures** per round (``policies.online.metrics``) and a table over seeds: each metric's mean
    over the rounds from the shift on, mean ± 95% t-interval across seeds, and each method's
-   difference from the frozen policy paired by seed; learning curves (metric against simulated
-   time, the shift marked) for all methods on one plot.
+   difference from the frozen policy paired by seed (when there is one); learning curves (metric
+   against simulated time, the shift marked) for all methods on one plot.
 
 The rollouts are ``simenv.rollout.ShardedRollout`` (Ray actors, or this process with
 ``ray.backend: local``); training runs in the driver. A round is checkpointed when it ends (the
@@ -31,7 +32,9 @@ Run directory::
     OUT/seed_S/log/                         the logging phase: decisions.npz, states.pkl
     OUT/seed_S/models/{base,SFT,DPO,ICL}/   the offline models
     OUT/seed_S/METHOD/round_RR/             metrics.json, decisions.npz, states.pkl, learn.json,
-                                            model/ (a refined model), failed.json (a NaN/Inf loss)
+                                            model/ (a refined model), failed.json (a NaN/Inf loss);
+                                            ppo: ppo/, module/, twin.pkl (the algorithm, its module, the twin)
+    OUT/seed_S/METHOD/pretrain/             ppo: the training over the logging phase's ticks (serves round 0)
     OUT/results.json, table.md, curves.png, report.md
 """
 from __future__ import annotations
@@ -50,7 +53,8 @@ import numpy as np
 
 from policies.llm.pipeline import ModelConfig, StageConfig
 from policies.online.methods import LLM_KINDS, Context, MethodConfig, make_refiner
-from policies.online.metrics import METRICS, count_delta, round_metrics
+from policies.online.metrics import count_delta, round_metrics
+from simenv.audit.report import t_interval
 from simenv.experiment import RayConfig
 
 
@@ -126,9 +130,10 @@ class OnlineStudyConfig:
         names = [m.name for m in self.methods]
         if len(set(names)) != len(names):
             raise ValueError(f"methods: names must be distinct; got {names}.")
-        if "frozen" not in [m.kind for m in self.methods]:
-            raise ValueError("methods: include a method of kind 'frozen': it is the baseline every difference is "
-                             "taken against.")
+        kinds = [m.kind for m in self.methods]
+        if "frozen" not in kinds and any(k in LLM_KINDS for k in kinds):
+            raise ValueError("methods: include a method of kind 'frozen' beside LLM methods: it is the baseline "
+                             "they start from and every difference is taken against.")
         if not self.seeds:
             raise ValueError("seeds: give at least one seed.")
         if self.rounds < 1 or self.steps_per_round < 1 or self.offline.log_steps < 1:
@@ -152,9 +157,10 @@ def env_kwargs(cfg: OnlineStudyConfig, seed: int) -> dict[str, Any]:
     if sc.kind in ("new_items", "both"):
         dynamics["releases"] = [{"at": cfg.shift_tick, "count": sc.new_items}]
     horizon = cfg.offline.log_steps + cfg.rounds * cfg.steps_per_round + 1
+    scored = any(m.kind == "ppo" for m in cfg.methods)  # only the RLlib module reads candidate features
     return {**w.env, "num_users": w.users, "num_items": w.items, "slate_size": w.slate_size,
             "num_candidates": w.candidates, "reward": w.reward, "horizon": w.env.get("horizon", horizon),
-            "candidate_features": False, "world_seed": seed, "dynamics": dynamics}
+            "candidate_features": scored, "world_seed": seed, "dynamics": dynamics}
 
 
 def rollout(cfg: OnlineStudyConfig, seed: int, policy: str, kwargs: dict[str, Any]):
@@ -231,6 +237,15 @@ def offline_models(cfg: OnlineStudyConfig, world, log: dict[str, np.ndarray], fo
 
 
 # the rounds ------------------------------------------------------------------------------------------
+def context(cfg: OnlineStudyConfig, world, seed: int, frozen: Path | None = None, icl: Path | None = None) -> Context:
+    """What every method of seed ``seed`` shares; ``frozen`` and ``icl`` are the offline models (None in a
+    study without LLM methods)."""
+    return Context(list(world.catalog.titles), world.catalog.popularity, world.catalog.embeddings, world.num_users,
+                   cfg.model, frozen.resolve() if frozen else None, icl.resolve() if icl else None,
+                   dataclasses.asdict(cfg.serve), seed, env_kwargs(cfg, seed), cfg.offline.log_steps,
+                   cfg.steps_per_round)
+
+
 def finished_rounds(folder: Path, rounds: int) -> int:
     """How many rounds of a method are finished (served, measured and learned from), from the start."""
     r = 0
@@ -243,6 +258,7 @@ def run_method(cfg: OnlineStudyConfig, method: MethodConfig, ctx: Context, world
                folder: Path, on_round: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
     """Every round of one method; rounds already finished on disk are read back, not rerun."""
     refiner = make_refiner(method, ctx, folder)
+    refiner.start()
     done = finished_rounds(folder, cfg.rounds)
     trend = cfg.scenario.genre if cfg.scenario.kind in ("interest_shift", "both") else None
     server = None
@@ -274,7 +290,7 @@ def run_method(cfg: OnlineStudyConfig, method: MethodConfig, ctx: Context, world
             (rf / "metrics.json").write_text(json.dumps({
                 "round": r, "clock": cfg.offline.log_steps + (r + 1) * cfg.steps_per_round, "metrics": metrics,
                 "served": int(len(decisions["user"])), "rollout_s": rollout_s, "measure_s": time.perf_counter() - t1,
-                "policy": spec[0], "model": spec[1].get("model")}))
+                "policy": spec[0], "model": spec[1].get("model", spec[1].get("module"))}))
         learned = refiner.learn(r, decisions, rf) if r < cfg.rounds - 1 else {"status": "none", "labelling_s": 0.0,
                                                                               "training_s": 0.0}
         (rf / "learn.json").write_text(json.dumps(learned))
@@ -329,13 +345,11 @@ def run_study(cfg: OnlineStudyConfig, out: Path, resume: bool = False, overwrite
         world = world_of(cfg, seed)
         log, start_states = logging_phase(cfg, seed, work / "log")
         frozen, icl = (offline_models(cfg, world, log, work / "models", seed, need_icl) if need_llm
-                       else (Path(), None))
-        ctx = Context(list(world.catalog.titles), world.catalog.popularity, world.catalog.embeddings,
-                      world.num_users, cfg.model, frozen.resolve(), icl.resolve() if icl else None,
-                      {**dataclasses.asdict(cfg.serve)}, seed)
+                       else (None, None))
+        ctx = context(cfg, world, seed, frozen, icl)
         if progress:
-            print(f"seed {seed}: {int((log['choice'] >= 0).sum())} logged clicks; offline models ready "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            print(f"seed {seed}: {int((log['choice'] >= 0).sum())} logged clicks"
+                  f"{'; offline models ready' if need_llm else ''} ({time.perf_counter() - t0:.0f} s)", flush=True)
         for method in cfg.methods:
             rounds = run_method(cfg, method, ctx, world, start_states, work / method.name.replace(" ", "_"), on_round)
             results[method.name][seed] = rounds
@@ -363,18 +377,6 @@ def after_shift(rounds: list[dict[str, Any]], cfg: OnlineStudyConfig, metric: st
     return float(np.mean(v)) if v else math.nan
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of a 95% t-interval over seeds (half-width NaN for one seed)."""
-    from scipy import stats
-
-    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) < 2:
-        return float(v.mean()), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
 def _cell(m: float, h: float, digits: int = 3) -> str:
     if not np.isfinite(m):
         return "n/a"
@@ -382,14 +384,17 @@ def _cell(m: float, h: float, digits: int = 3) -> str:
 
 
 def table(results: dict[str, dict[int, list[dict[str, Any]]]], cfg: OnlineStudyConfig) -> str:
-    frozen = next(m.name for m in cfg.methods if m.kind == "frozen")
+    """The after-shift means of ``TABLE``, and the differences from the frozen policy when there is one."""
+    frozen = next((m.name for m in cfg.methods if m.kind == "frozen"), None)
+    deltas = ("ctr", "return") if frozen else ()
     lines = [f"Means over rounds {cfg.scenario.at_round}..{cfg.rounds - 1} (from the shift on), mean ± 95% "
-             f"t-interval over seeds {cfg.seeds}; Δ columns are paired by seed against {frozen!r}.", "",
-             "| method | " + " | ".join(TABLE) + " | ΔCTR vs frozen | Δreturn vs frozen |",
-             "|---" * (len(TABLE) + 3) + "|"]
+             f"t-interval over seeds {cfg.seeds}"
+             + (f"; Δ columns are paired by seed against {frozen!r}." if frozen else "."), "",
+             "| method | " + " | ".join(TABLE) + (" | ΔCTR vs frozen | Δreturn vs frozen |" if frozen else " |"),
+             "|---" * (len(TABLE) + 1 + len(deltas)) + "|"]
     for name, by_seed in results.items():
         row = [_cell(*t_interval([after_shift(r, cfg, c) for r in by_seed.values()])) for c in TABLE]
-        for metric in ("ctr", "return"):
+        for metric in deltas:
             diffs = [after_shift(r, cfg, metric) - after_shift(results[frozen][s], cfg, metric)
                      for s, r in by_seed.items()]
             row.append("-" if name == frozen else _cell(*t_interval(diffs)))
