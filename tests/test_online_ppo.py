@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +30,15 @@ TINY = {"study": "online_refine", "name": "ppo_tiny", "seeds": [0], "world": {"u
 def study(ray_local, tmp_path_factory):
     """The tiny PPO-vs-random study, run once for the module."""
     threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("online_ppo") / "tiny"
+    base = tmp_path_factory.mktemp("online_ppo")
     cfg = load_study(TINY)
-    results = run_study(cfg, out, progress=False)
+    here = os.getcwd()
+    os.chdir(base)  # a relative run directory, as `recsim-llm run --out runs/x` gives
+    try:
+        results = run_study(cfg, Path("tiny"), progress=False)
+    finally:
+        os.chdir(here)
+    out = base / "tiny"
     torch.set_num_threads(threads)
     return cfg, out, results["results"]
 

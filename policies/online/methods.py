@@ -112,7 +112,7 @@ class Refiner:
     """Serves with a fixed policy and learns nothing; subclasses override ``policy`` and ``learn``."""
 
     def __init__(self, method: MethodConfig, ctx: Context, folder: Path) -> None:
-        self.method, self.ctx, self.folder = method, ctx, folder
+        self.method, self.ctx, self.folder = method, ctx, Path(folder)
 
     def start(self) -> None:
         """Before round 0 is served; run on every start and resume of the method, so it skips what is done."""

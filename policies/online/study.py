@@ -257,6 +257,7 @@ def finished_rounds(folder: Path, rounds: int) -> int:
 def run_method(cfg: OnlineStudyConfig, method: MethodConfig, ctx: Context, world, start_states: dict,
                folder: Path, on_round: Callable[[str, int, int], None] | None = None) -> list[dict[str, Any]]:
     """Every round of one method; rounds already finished on disk are read back, not rerun."""
+    folder = Path(folder).resolve()  # RLlib's checkpoints refuse relative paths
     refiner = make_refiner(method, ctx, folder)
     refiner.start()
     done = finished_rounds(folder, cfg.rounds)
