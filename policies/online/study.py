@@ -426,10 +426,11 @@ def plot_curves(results, cfg: OnlineStudyConfig, path: Path,
         ax.axvline(cfg.shift_tick, color="grey", linestyle="--", linewidth=1)
         ax.set_title(metric)
         ax.set_xlabel("simulated time (world tick at the round's end)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"online refinement, {cfg.scenario.kind} at tick {cfg.shift_tick} (dashed); mean over seeds "
-                 f"{cfg.seeds}", fontsize=9)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.suptitle(f"online refinement: {cfg.scenario.kind} at tick {cfg.shift_tick} (dashed), right after round 0; "
+                 f"mean over seeds {cfg.seeds}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
