@@ -120,3 +120,21 @@ def test_a_release_that_leaves_too_few_items_for_the_candidates_is_refused():
     with pytest.raises(ValueError, match="num_candidates=12 > the 10 items out before the releases"):
         gym.make_vec("RecSim-LLM-v0", num_envs=10, vectorization_mode="vector_entry_point",
                      **{**WORLD, "num_users": 10, "dynamics": {"releases": [{"at": 2, "count": 190}]}})
+
+
+def test_the_audit_shows_the_trend_genre_take_a_larger_share_of_clicks_after_the_shift(tmp_path):
+    from simenv.audit.report import write_report
+    from simenv.audit.rundir import read_run, write_run
+
+    shift = {"at": 8, "genre": "Comedy", "share": 0.9, "strength": 0.9}
+    world = {**WORLD, "audit": {"interval": 2}, "dynamics": {"shifts": [shift]}}
+    run = read_run(write_run(tmp_path / "oracle", "oracle", world, [0], 16))
+    series = run.seeds[0].series
+    clock, comedy = series["snap.clock"], series["snap.genre_share.Comedy"]
+    before, after = comedy[clock <= 8].mean(), comedy[clock > 10].mean()
+    assert after > before + 0.1
+    shares = np.stack([v for k, v in series.items() if k.startswith("snap.genre_share.")])
+    assert (shares <= 1).all() and (shares.sum(axis=0) >= 1 - 1e-9).all()  # an item may have several genres
+    paths = write_report(tmp_path)
+    assert (tmp_path / "plots" / "genres_over_time.png").exists()
+    assert "Genre shares of clicks over time (dashed: the scheduled interest shift)" in paths["markdown"].read_text()

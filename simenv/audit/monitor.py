@@ -9,7 +9,9 @@ Two cadences keep the audit cheap enough to stay on:
 - **every ``interval`` ticks**, a *snapshot* measures what needs the state or pairwise work on a
   sample: calibration, intra-list diversity, popularity lift and PopREO on rows served that step
   (before they respond, so histories are what the slate was made for), and homogenization on a
-  fixed sample of users (after the step), through the serial kernels of ``simenv.audit.kernels``.
+  fixed sample of users (after the step), through the serial kernels of ``simenv.audit.kernels``,
+  and each genre's share of the clicks since the last snapshot (``genre_share.<genre>``), which
+  shows a scheduled interest shift (``simenv.scenarios``) take hold.
   The sample is ``sample_users`` rows, fewer in a small world (``sample_share``), so a snapshot
   stays a bounded share of the work between snapshots.
 
@@ -181,6 +183,9 @@ class Monitor:
         self.shown, self.shown_weighted, self.consumed = self._exposure.T  # views: counts per item
         self._distinct = 0
         self._window_start = self.shown.copy()
+        self._consumed_start = self.consumed.copy()
+        self._genres = cat.genres.astype(np.float64)
+        self._genre_keys = [f"genre_share.{g}" for g in cat.genre_names]
         self.steps: dict[str, list[float]] = {k: [] for k in ("served", "ctr", "arp", "aplt", "novelty", "coverage")}
         self.snapshots: dict[str, list[float]] = {}
         self._reo = np.zeros(4)  # hits head, hits tail, relevant head, relevant tail
@@ -280,6 +285,12 @@ class Monitor:
         snap["gini_window"] = self._safe("gini_window", lambda: exposure.gini_of_counts(window))
         snap["coverage_window"] = exposure.coverage(window)
         snap["gini"] = self._safe("gini", lambda: exposure.gini_of_counts(self.shown))
+        # each genre's share of the clicks since the last snapshot: what a trend (an interest shift) moves
+        eaten = self.consumed - self._consumed_start
+        self._consumed_start = self.consumed.copy()
+        total = eaten.sum()
+        shares = eaten @ self._genres / total if total > 0 else np.full(len(self._genre_keys), math.nan)
+        snap.update(zip(self._genre_keys, shares.tolist()))
         p, f = world.population, self.followed
         if len(f) >= 2:
             t = np.empty((len(f), p.interests.shape[2]))

@@ -144,6 +144,33 @@ def plot_homogenization(runs: list[Run], path: Path) -> Path:
     return _save(fig, path)
 
 
+def shift_ticks(run: Run) -> list[tuple[int, str]]:
+    """(tick, genre) of the interest shifts scheduled in a run's world (``dynamics.shifts``)."""
+    shifts = (run.manifest.get("env", {}).get("dynamics") or {}).get("shifts") or []
+    return [(int(s["at"]), str(s["genre"])) for s in shifts if isinstance(s, dict)]
+
+
+def plot_genres(runs: list[Run], path: Path, top: int = 6) -> Path:
+    """Each run's genre shares of clicks over time (the ``top`` genres by their largest share, and
+    every shifted-to genre), the scheduled shifts marked."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1.5, 3.6), squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        clock = _mean_series(run, "snap.clock")
+        series = {k.split(".", 2)[2]: _mean_series(run, k) for k in run.seeds[0].series if k.startswith("snap.genre_share.")}
+        trend = {g for _, g in shift_ticks(run)}
+        peak = sorted(series, key=lambda g: -np.nanmax(series[g]) if np.isfinite(series[g]).any() else 0.0)
+        for g in [*trend, *[g for g in peak if g not in trend][: max(top - len(trend), 0)]]:
+            if g in series and clock is not None:
+                ax.plot(clock[: len(series[g])], series[g], marker="o", ms=3, lw=2.5 if g in trend else 1.2, label=g)
+        for tick, g in shift_ticks(run):
+            ax.axvline(tick, color="grey", ls="--", lw=1)
+        ax.set(xlabel="world tick", title=f"{run.name}: genre share of clicks")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_groups(runs: list[Run], path: Path) -> Path:
     plt = _figure()
     attrs = [a for a in ("gender", "age_band", "occupation") if a in runs[0].seeds[0].summary.get("fairness", {})]
@@ -201,6 +228,10 @@ def write_report(folder: str | Path) -> dict[str, Path]:
         (plot_homogenization(runs, plots / "homogenization_over_time.png"), "Homogenization and echo chambers"),
         (plot_groups(runs, plots / "groups.png"), "Engagement per user group"),
     ]
+    if any(k.startswith("snap.genre_share.") for r in runs for k in r.seeds[0].series):
+        shifted = any(shift_ticks(r) for r in runs)
+        figures.append((plot_genres(runs, plots / "genres_over_time.png"),
+                        "Genre shares of clicks over time" + (" (dashed: the scheduled interest shift)" if shifted else "")))
     if steering:
         figures.append((plot_steering(steering, plots / "steering_tradeoff.png"), "Steering trade-off (λ sweep)"))
     blocks = _blocks(folder, runs, metrics, steering, ope, figures)
