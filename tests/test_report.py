@@ -34,8 +34,10 @@ def test_the_report_of_a_demo_run_renders_with_non_empty_plots(demo_dir):
     md = (demo_dir / "report.md").read_text()
     assert "## Key metrics" in md and "| exposure Gini |" in md and "## Steering through neighbors" in md
     html = (demo_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5
-    for name in ("lorenz", "popularity_over_time", "homogenization_over_time", "groups", "steering_tradeoff"):
+    names = ("lorenz", "popularity_over_time", "homogenization_over_time", "groups", "genres_over_time",
+             "steering_tradeoff")
+    assert html.count("data:image/png;base64,") == len(names)
+    for name in names:
         png = demo_dir / "plots" / f"{name}.png"
         assert png.stat().st_size > 5_000, name
         pixels = matplotlib.image.imread(png)
