@@ -171,27 +171,44 @@ class Shard:
     # state ---------------------------------------------------------------------------------------
     def rows(self) -> dict[str, np.ndarray]:
         """This shard's rows of every user-state array (and of the spillover lists)."""
-        w = self.world
-        out = {k: v[self.lo: self.hi].copy() for k, v in w.population.arrays().items()}
-        out["spill"] = w.spill[self.lo: self.hi].copy()
-        return out
+        return user_rows(self.world, self.lo, self.hi)
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here: user rows, slots, clock, policy."""
-        sim = self.env.sim
-        return {"rows": self.rows(), "clock": self.world.clock, "key": int(self.world.key),
-                "slots": {k: getattr(sim, k).copy() for k in ("slot_user", "slot_step", "needs_reset", "candidates")},
-                "policy": pickle.dumps(self.policy.state_dict())}
+        return {**world_state(self.env, self.lo, self.hi), "policy": pickle.dumps(self.policy.state_dict())}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue from a ``state()``: the shard must have been ``reset`` with the run's seed first."""
-        w, sim = self.world, self.env.sim
-        arrays = w.population.arrays()
-        for k, v in state["rows"].items():
-            (w.spill if k == "spill" else arrays[k])[self.lo: self.hi] = v
-        w.clock, w.key = int(state["clock"]), np.uint64(state["key"])
-        for k, v in state["slots"].items():
-            getattr(sim, k)[...] = v
+        load_world_state(self.env, state, self.lo, self.hi)
         if "policy" in state:  # absent: a new policy takes over the world where another left it
             self.policy.load_state_dict(pickle.loads(state["policy"]))
-        self.obs = sim.observe()
+        self.obs = self.env.sim.observe()
+
+
+SLOTS = ("slot_user", "slot_step", "needs_reset", "candidates")
+
+
+def user_rows(world, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Copies of users lo..hi-1's rows of every user-state array and of the spillover lists."""
+    out = {k: v[lo:hi].copy() for k, v in world.population.arrays().items()}
+    out["spill"] = world.spill[lo:hi].copy()
+    return out
+
+
+def world_state(env, lo: int, hi: int) -> dict[str, Any]:
+    """What a vector env serving users lo..hi-1 carries from one tick to the next: their rows, the
+    clock, the dynamics key and the slots (``load_world_state`` continues from it exactly)."""
+    w, sim = env.world, env.sim
+    return {"rows": user_rows(w, lo, hi), "clock": int(w.clock), "key": int(w.key),
+            "slots": {k: getattr(sim, k).copy() for k in SLOTS}}
+
+
+def load_world_state(env, state: dict[str, Any], lo: int, hi: int) -> None:
+    """Continue from a ``world_state`` of the same world (the env ``reset`` with the run's seed first)."""
+    w, sim = env.world, env.sim
+    arrays = w.population.arrays()
+    for k, v in state["rows"].items():
+        (w.spill if k == "spill" else arrays[k])[lo:hi] = v
+    w.clock, w.key = int(state["clock"]), np.uint64(state["key"])
+    for k, v in state["slots"].items():
+        getattr(sim, k)[...] = v

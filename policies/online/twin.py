@@ -13,11 +13,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from simenv.shard import load_world_state, world_state
 from simenv.vector import RecSimLLMVectorEnv
-
-SLOTS = ("slot_user", "slot_step", "needs_reset", "candidates")
 
 
 class TwinVectorEnv(RecSimLLMVectorEnv):
@@ -45,20 +42,10 @@ class TwinVectorEnv(RecSimLLMVectorEnv):
         return self.sim.observe(), info
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue the twin exactly from here: the layout of
-        ``simenv.shard.Shard.state`` for one shard of all users, without a policy."""
-        w, sim = self.world, self.sim
-        rows = {k: v.copy() for k, v in w.population.arrays().items()}
-        rows["spill"] = w.spill.copy()
-        return {"rows": rows, "clock": int(w.clock), "key": int(w.key),
-                "slots": {k: getattr(sim, k).copy() for k in SLOTS}}
+        """Everything needed to continue the twin exactly from here: ``simenv.shard.world_state`` of
+        one shard holding every user (the layout of ``Shard.state``, without a policy)."""
+        return world_state(self, 0, self.num_envs)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue from a ``state()`` of a twin of the same world (after ``reset``)."""
-        w, sim = self.world, self.sim
-        arrays = w.population.arrays()
-        for k, v in state["rows"].items():
-            (w.spill if k == "spill" else arrays[k])[...] = v
-        w.clock, w.key = int(state["clock"]), np.uint64(state["key"])
-        for k, v in state["slots"].items():
-            getattr(sim, k)[...] = v
+        load_world_state(self, state, 0, self.num_envs)
