@@ -186,7 +186,7 @@ class ShardedRollout:
                 raise ValueError(f"{len(states)} shard states for {len(self.workers)} workers: resume with the same "
                                  "num_workers, or open from merge_states(...).")
             self._call("load_state", each=[(s,) for s in states])
-        self._clock = int(self._call("state")[0]["clock"]) if states is not None else 0
+        self._clock = int(states[0]["clock"]) if states is not None else 0
 
     def advance(self, steps: int, record: bool = False) -> tuple[ChunkStats, dict[str, np.ndarray]]:
         """``steps`` more steps of every user from where the last call stopped (chunks end at social
@@ -195,7 +195,7 @@ class ShardedRollout:
         parts = []
         t, end = self._clock, self._clock + steps
         while t < end:
-            n = min(end - t, self._interval - t % self._interval) if self._social else end - t
+            n = self._chunk(t, end)
             exchange = self._social and (t + n) % self._interval == 0
             parts.append(ChunkStats.combine(self._run_chunk(n, exchange, record)))
             t += n

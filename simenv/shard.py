@@ -92,12 +92,11 @@ class Shard:
         self.obs, _ = self.env.reset(seed=seed)
         self.policy.setup(self.env)
 
-    def set_policy(self, policy: str, policy_kwargs: dict[str, Any] | None = None, seed: int | None = None) -> None:
+    def set_policy(self, policy: str, policy_kwargs: dict[str, Any] | None = None) -> None:
         """Serve from here on with a new replica of ``policy`` (an online study's next round's model);
         the users' state and the world stay as they are."""
         from policies import make_policy
 
-        self.seed = self.seed if seed is None else seed
         self.policy = make_policy(policy, seed=self.seed, **(policy_kwargs or {}))
         self.policy.setup(self.env)
 

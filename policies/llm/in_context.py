@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from policies.llm.prompts import SEPARATOR, display_title, recommendation_prompt
+from policies.llm.prompts import SEPARATOR, display_title, prompts_from_ids
 from policies.llm.recommender import LLMRecommenderPolicy
 
 
@@ -29,11 +29,10 @@ def demonstration(shown: Sequence[str], chosen: str) -> str:
     return f"Shown: {SEPARATOR.join(shown)}. Chosen: {chosen}."
 
 
-def in_context_prompt(demos: Sequence[tuple[Sequence[str], str]], history: Sequence[str],
-                      candidates: Sequence[str]) -> str:
-    """The LLaRA prompt preceded by the user's demonstrations, oldest first (none: the plain prompt)."""
+def in_context_prompt(demos: Sequence[tuple[Sequence[str], str]], prompt: str) -> str:
+    """``prompt`` (the LLaRA prompt) preceded by the user's demonstrations, oldest first (none: unchanged)."""
     lead = " ".join(demonstration(s, c) for s, c in demos)
-    return (lead + "\n" if lead else "") + recommendation_prompt(history, candidates)
+    return (lead + "\n" if lead else "") + prompt
 
 
 def demo_memory(users: np.ndarray, slates: np.ndarray, chosen: np.ndarray, num_users: int,
@@ -81,9 +80,8 @@ def icl_sft_dataset(examples, slates: np.ndarray, titles: Sequence[str], num_use
     display = [display_title(str(t)) for t in titles]
     chosen = examples.target_items
     shown, picked = demo_memory(examples.user, slates, chosen, num_users, demonstrations)
-    demos = demo_texts(shown, picked, display)
-    prompts = [in_context_prompt(d, [display[j] for j in past if j >= 0], [display[j] for j in cands])
-               for d, past, cands in zip(demos, examples.history, examples.candidates)]
+    prompts = [in_context_prompt(d, p) for d, p in zip(demo_texts(shown, picked, display),
+                                                        prompts_from_ids(examples.history, examples.candidates, display))]
     return Dataset.from_dict({"prompt": prompts, "completion": [response(display[j]) for j in chosen]})
 
 
@@ -118,11 +116,8 @@ class InContextLLMPolicy(LLMRecommenderPolicy):
 
     def prompts(self, obs: dict[str, np.ndarray]) -> list[str]:
         users = self.env.sim.slot_user
-        hist = np.asarray(obs["history"])[:, : self.history]
         demos = demo_texts(self.shown[users], self.chosen[users], self.catalog_titles)
-        return [in_context_prompt(d, [self.catalog_titles[i] for i in h[::-1] if i >= 0],
-                                  [self.catalog_titles[i] for i in cands])
-                for d, h, cands in zip(demos, hist, np.asarray(obs["candidates"]))]
+        return [in_context_prompt(d, p) for d, p in zip(demos, super().prompts(obs))]
 
     def update(self, obs, actions, rewards, info) -> None:
         """Remember every click of this step as its user's newest demonstration (all users at once)."""

@@ -1,5 +1,5 @@
 """The training stages of an LLM recommender, shared by offline alignment (``experiments/align.py``)
-and online refinement (``policies.llm.online``): a model built here, SFT, a preference stage, and
+and online refinement (``policies.online``): a model built here, SFT, a preference stage, and
 reinforcement with the simulated user as the reward (GRPO).
 
 Every stage writes a plain model folder (``FOLDER/model``) and resumes from its last Trainer

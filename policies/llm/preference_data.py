@@ -21,7 +21,7 @@ candidate they took. Alignment turns each decision into ``(prompt, chosen, rejec
 
 - ε is a per-pair label-smoothing factor from a preference oracle (``oracle_epsilon``), the
   "RosePO-style" personalized smoothing of cDPO; it is a reconstruction of RosePO, not a verified
-  reproduction (see /work/shared/research/alignment.md §2.4).
+  reproduction (see the shared research notes, ``shared/research/alignment.md`` §2.4).
 
 Column samplers return (n, k) *columns* of ``candidates`` (never the target's, distinct within a row).
 All randomness comes from a ``np.random.Generator`` (or a seed) and is drawn for all examples at once.
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 import datasets
 import numpy as np
 
-from policies.llm.prompts import display_title, recommendation_prompt, response
+from policies.llm.prompts import display_title, prompts_from_ids, response
 from simenv.audit.hallucination import TitleIndex
 from simenv.datasets.base import Interactions
 from simenv.datasets.replay import DecisionPoints, Histories, sample_candidates
@@ -549,12 +549,6 @@ def oracle_epsilon(chosen_values: np.ndarray, rejected_values: np.ndarray, eps_m
 
 # ---------------------------------------------------------------------------------------------- datasets
 
-def _prompts(examples: RecExamples, display: list[str]) -> list[str]:
-    """The candidate-selection prompt of each decision (history without empties, candidates in column order)."""
-    return [recommendation_prompt([display[j] for j in past if j >= 0], [display[j] for j in cands])
-            for past, cands in zip(examples.history, examples.candidates)]
-
-
 def preference_dataset(examples: RecExamples, negatives: Negatives, titles: Sequence[str],
                        epsilon: np.ndarray | None = None) -> datasets.Dataset:
     """One preference record per decision, checked by ``validate_preferences``.
@@ -577,7 +571,7 @@ def preference_dataset(examples: RecExamples, negatives: Negatives, titles: Sequ
     display = [display_title(str(t)) for t in titles]
     target_items = examples.target_items
     ds = datasets.Dataset.from_dict({
-        "prompt": _prompts(examples, display),
+        "prompt": prompts_from_ids(examples.history, examples.candidates, display),
         "chosen": [response(display[j]) for j in target_items],
         "rejected": [[response(t) for t in row] for row in negatives.titles],
         "chosen_item": target_items.tolist(),
@@ -608,7 +602,7 @@ def sft_dataset(examples: RecExamples, titles: Sequence[str]) -> datasets.Datase
     response), plus ``user``, ``candidates`` and ``target`` for evaluation."""
     display = [display_title(str(t)) for t in titles]
     return datasets.Dataset.from_dict({
-        "prompt": _prompts(examples, display),
+        "prompt": prompts_from_ids(examples.history, examples.candidates, display),
         "completion": [response(display[j]) for j in examples.target_items],
         "user": examples.user.tolist(),
         "candidates": examples.candidates.tolist(),

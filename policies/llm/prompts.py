@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+import numpy as np
+
 _ARTICLE = re.compile(r"^(?P<body>.*), (?P<article>The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)(?P<tail>( \(\d{4}\))?( \[id \d+\])?)$")
 
 INSTRUCTION = "This user has watched {history} in the previous."
@@ -38,6 +40,13 @@ def recommendation_prompt(history: Sequence[str], candidates: Sequence[str]) -> 
     seen = SEPARATOR.join(history) if len(history) else "nothing yet"
     return (INSTRUCTION.format(history=seen) + " "
             + QUESTION.format(n=len(candidates), candidates=SEPARATOR.join(candidates)) + "\n" + ANSWER_CUE)
+
+
+def prompts_from_ids(history: np.ndarray, candidates: np.ndarray, display: Sequence[str]) -> list[str]:
+    """The prompt of each row from item ids: ``history`` (n, H) oldest first, -1 = empty (skipped);
+    ``candidates`` (n, C); ``display`` the display title of every item id."""
+    return [recommendation_prompt([display[j] for j in past if j >= 0], [display[j] for j in cands])
+            for past, cands in zip(np.asarray(history), np.asarray(candidates))]
 
 
 def response(title: str) -> str:

@@ -29,7 +29,7 @@ import torch
 
 from agents.llm.local import LocalLM
 from policies.base import BasePolicy
-from policies.llm.prompts import display_title, recommendation_prompt, response
+from policies.llm.prompts import display_title, prompts_from_ids, response
 from policies.llm.scoring import pad_responses, response_logps
 from simenv.audit.hallucination import TitleIndex, ground
 
@@ -96,11 +96,7 @@ class LLMRecommenderPolicy(BasePolicy):
     def prompts(self, obs: dict[str, np.ndarray]) -> list[str]:
         """The LLaRA prompt of each served user: recent titles oldest first, then the candidates."""
         hist = np.asarray(obs["history"])[:, : self.history]  # most recent first, -1 padded
-        out = []
-        for h, cands in zip(hist, np.asarray(obs["candidates"])):
-            seen = [self.catalog_titles[i] for i in h[::-1] if i >= 0]
-            out.append(recommendation_prompt(seen, [self.catalog_titles[i] for i in cands]))
-        return out
+        return prompts_from_ids(hist[:, ::-1], obs["candidates"], self.catalog_titles)
 
     @torch.no_grad()
     def scores(self, obs: dict[str, np.ndarray], prompts: list[str] | None = None) -> np.ndarray:

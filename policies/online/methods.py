@@ -214,16 +214,15 @@ class GRPORefiner(TrainedRefiner):
     def dataset(self, round: int, decisions: dict[str, np.ndarray]):
         from datasets import Dataset
 
-        from policies.llm.prompts import display_title, recommendation_prompt
+        from policies.llm.prompts import display_title, prompts_from_ids
 
         n = len(decisions["user"])
         if not n:
             return None, f"round {round}: nobody was served."
         keep = np.sort(np.random.default_rng([self.ctx.seed, round, 7]).permutation(n)[: self.method.max_prompts])
         display = [display_title(str(t)) for t in self.ctx.titles]
-        history, cands = decisions["history"][keep], decisions["candidates"][keep]
-        prompts = [recommendation_prompt([display[j] for j in h[::-1] if j >= 0], [display[j] for j in c])
-                   for h, c in zip(history, cands)]
+        cands = decisions["candidates"][keep]
+        prompts = prompts_from_ids(decisions["history"][keep][:, ::-1], cands, display)  # env order: newest first
         rank = utility_ranks(decisions["values"][keep])
         return Dataset.from_dict({"prompt": prompts, "candidate_items": cands.tolist(),
                                   "candidate_values": rank.tolist()}), ""
